@@ -1,0 +1,28 @@
+/* Reference CPU kernels in float32: clear loops that the fast kernels are checked against. */
+#ifndef KR_BACKEND_CPU_OPS_H
+#define KR_BACKEND_CPU_OPS_H
+
+#include <stdint.h>
+
+#include "base/status.h"
+#include "weights/matrix.h"
+
+float kr_dot(const float *a, const float *b, int64_t n);
+
+/* out = w * x / sqrt(mean(x^2) + eps); out may alias x. */
+void kr_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps);
+
+/* y[t, r] = sum_j x[t, j] * W[r, j] for t < T (x: [T, W.cols], y: [T, W.rows], both contiguous).
+ * Each weight row is dequantized once and applied to all T rows of x. */
+kr_status kr_matmul(const kr_matrix *w, const float *x, int64_t T, float *y);
+
+/* y[t, :] += b for t < T */
+void kr_add_rows(float *y, const float *b, int64_t T, int64_t n);
+void kr_add(float *y, const float *x, int64_t n);
+
+/* g = silu(g) * u, silu(z) = z * sigmoid(z) */
+void kr_silu_mul(float *g, const float *u, int64_t n);
+
+void kr_softmax(float *x, int64_t n);
+
+#endif

@@ -1,0 +1,11 @@
+/* The krasis subcommands. Each returns the process exit status and prints its own errors. */
+#ifndef KR_CLI_COMMANDS_H
+#define KR_CLI_COMMANDS_H
+
+int kr_cmd_info(int argc, char **argv);
+int kr_cmd_logits(int argc, char **argv);
+
+/* Prints "krasis: <message>" for the current kr_error() to stderr and returns 1. */
+int kr_cli_fail(void);
+
+#endif

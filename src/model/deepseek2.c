@@ -1,0 +1,257 @@
+/* DeepSeek-V2 / V3 / Kimi-K2 (llama.cpp's "deepseek2"): multi-head latent attention (MLA) and the
+ * DeepSeek routers. Attention runs in the absorbed form for prefill and decode alike: the cache keeps
+ * only the normalized latent c (kv_lora_rank) and the roped k_pe (qk_rope_head_dim) per token, and
+ *   q_nope . k_nope[s] = (Wk_b^T q_nope) . c[s],    O = Wv_b . sum_s P[s] c[s]
+ * with kv_b_proj = per head [Wk_b (qk_nope rows); Wv_b (v_head rows)], both [*, kv_lora_rank].
+ * Matches transformers' modeling_deepseek_v2 / _v3 (see specs/models.md sections 1-2). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/attention.h"
+#include "backend/cpu/ops.h"
+#include "backend/cpu/rope.h"
+#include "base/json.h"
+#include "model/model.h"
+
+static double yarn_mscale(double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * log(scale) + 1.0; }
+
+static kr_status parse_router(const json_t *cfg, const char *where, bool v3, kr_hparams *hp) {
+    kr_router_config *rc = &hp->router;
+    const char *method = v3 ? "noaux_tc" : "greedy", *scoring = v3 ? "sigmoid" : "softmax";
+    KR_TRY(kr_json_opt_str(cfg, "topk_method", where, &method));
+    KR_TRY(kr_json_opt_str(cfg, "scoring_func", where, &scoring));
+    int64_t n_group = v3 ? 8 : 1, topk_group = v3 ? 4 : 1;
+    KR_TRY(kr_parse_int_field(cfg, "n_group", where, false, 1, &n_group));
+    KR_TRY(kr_parse_int_field(cfg, "topk_group", where, false, 1, &topk_group));
+    bool norm = v3;
+    KR_TRY(kr_json_opt_bool(cfg, "norm_topk_prob", where, &norm));
+    double scale = v3 ? 2.5 : 1.0;
+    KR_TRY(kr_json_opt_num(cfg, "routed_scaling_factor", where, &scale));
+
+    if (v3) {
+        if (strcmp(method, "noaux_tc") != 0)
+            return kr_fail(KR_ERR_UNSUPPORTED, "%s: topk_method '%s' is not supported for %s (supported: noaux_tc)",
+                           where, method, hp->model_type);
+        if (strcmp(scoring, "sigmoid") != 0)
+            return kr_fail(KR_ERR_UNSUPPORTED, "%s: scoring_func '%s' is not supported for %s (supported: sigmoid)",
+                           where, scoring, hp->model_type);
+        rc->scoring = KR_SCORE_SIGMOID;
+        rc->use_bias = true;
+        rc->group_rule = KR_GROUP_TOP2_SUM;
+        rc->normalize = norm;
+        rc->norm_eps = 1e-20f;
+    } else {
+        /* "gready" is the spelling DeepSeek's own V2 code tests */
+        if (strcmp(method, "greedy") == 0 || strcmp(method, "gready") == 0)
+            rc->group_rule = KR_GROUP_NONE;
+        else if (strcmp(method, "group_limited_greedy") == 0)
+            rc->group_rule = KR_GROUP_MAX;
+        else
+            return kr_fail(KR_ERR_UNSUPPORTED,
+                           "%s: topk_method '%s' is not supported for deepseek_v2 (supported: greedy, "
+                           "group_limited_greedy)",
+                           where, method);
+        if (strcmp(scoring, "softmax") != 0)
+            return kr_fail(KR_ERR_UNSUPPORTED, "%s: scoring_func '%s' is not supported for deepseek_v2 (supported: softmax)",
+                           where, scoring);
+        /* transformers ignores norm_topk_prob for V2 while DeepSeek's own code normalizes and then skips the
+         * scaling; no released V2 sets it, so refuse rather than pick one */
+        if (norm)
+            return kr_fail(KR_ERR_UNSUPPORTED,
+                           "%s: norm_topk_prob true is not supported for deepseek_v2 (the reference implementations "
+                           "disagree on it)",
+                           where);
+        rc->scoring = KR_SCORE_SOFTMAX;
+    }
+    rc->n_group = (int)n_group;
+    rc->topk_group = (int)topk_group;
+    rc->scale = (float)scale;
+    return KR_OK;
+}
+
+kr_status kr_deepseek2_parse_config(const json_t *cfg, const char *where, kr_hparams *hp) {
+    bool v3 = strcmp(hp->model_type, "deepseek_v2") != 0; /* deepseek_v3, kimi_k2 */
+    /* q_lora_rank: null selects the plain q_proj path (V2-Lite); absent means transformers' default */
+    json_t *ql = json_object_get(cfg, "q_lora_rank");
+    hp->q_lora_rank = 1536;
+    if (ql && json_is_null(ql))
+        hp->q_lora_rank = 0;
+    else
+        KR_TRY(kr_parse_int_field(cfg, "q_lora_rank", where, false, 1, &hp->q_lora_rank));
+    hp->kv_lora_rank = 512;
+    hp->qk_nope_dim = 128;
+    hp->qk_rope_dim = 64;
+    hp->v_head_dim = 128;
+    KR_TRY(kr_parse_int_field(cfg, "kv_lora_rank", where, false, 1, &hp->kv_lora_rank));
+    KR_TRY(kr_parse_int_field(cfg, "qk_nope_head_dim", where, false, 0, &hp->qk_nope_dim));
+    KR_TRY(kr_parse_int_field(cfg, "qk_rope_head_dim", where, false, 2, &hp->qk_rope_dim));
+    KR_TRY(kr_parse_int_field(cfg, "v_head_dim", where, false, 1, &hp->v_head_dim));
+    KR_TRY(kr_parse_int_field(cfg, "intermediate_size", where, true, 1, &hp->intermediate));
+    KR_TRY(kr_json_opt_bool(cfg, "attention_bias", where, &hp->attention_bias));
+    hp->head_dim = hp->qk_nope_dim + hp->qk_rope_dim;
+
+    int64_t n_experts = 0, first_dense = v3 ? 3 : 0, freq = 1;
+    KR_TRY(kr_parse_int_field(cfg, "n_routed_experts", where, false, 0, &n_experts));
+    KR_TRY(kr_parse_int_field(cfg, "num_local_experts", where, false, 0, &n_experts)); /* v5 alias */
+    KR_TRY(kr_parse_int_field(cfg, "first_k_dense_replace", where, false, 0, &first_dense));
+    KR_TRY(kr_parse_int_field(cfg, "moe_layer_freq", where, false, 1, &freq));
+    for (int64_t l = 0; l < hp->n_layers; l++)
+        hp->layer_is_moe[l] = n_experts > 0 && l >= first_dense && l % freq == 0;
+    if (n_experts > 0) {
+        int64_t top_k;
+        hp->n_shared = v3 ? 1 : 2;
+        KR_TRY(kr_parse_int_field(cfg, "moe_intermediate_size", where, true, 1, &hp->moe_intermediate));
+        KR_TRY(kr_parse_int_field(cfg, "n_shared_experts", where, false, 0, &hp->n_shared));
+        KR_TRY(kr_parse_int_field(cfg, "num_experts_per_tok", where, true, 1, &top_k));
+        hp->router.n_experts = (int)n_experts;
+        hp->router.top_k = (int)top_k;
+        KR_TRY(parse_router(cfg, where, v3, hp));
+        const kr_router_config *rc = &hp->router;
+        if (n_experts % rc->n_group || rc->topk_group > rc->n_group)
+            return kr_fail(KR_ERR_FORMAT, "%s: n_group %d must divide n_routed_experts %lld and be >= topk_group %d",
+                           where, rc->n_group, (long long)n_experts, rc->topk_group);
+        if (top_k > n_experts / rc->n_group * rc->topk_group)
+            return kr_fail(KR_ERR_FORMAT, "%s: num_experts_per_tok %lld exceeds the experts of the topk_group groups",
+                           where, (long long)top_k);
+    }
+
+    bool interleave = true;
+    if (v3)
+        KR_TRY(kr_json_opt_bool(cfg, "rope_interleave", where, &interleave));
+    KR_TRY(kr_parse_rope(cfg, where, (int)hp->qk_rope_dim, interleave, &hp->rope));
+    hp->attn_scale = 1.0 / sqrt((double)hp->head_dim);
+    if (hp->rope.yarn && hp->rope.mscale_all_dim != 0) {
+        double m = yarn_mscale(hp->rope.factor, hp->rope.mscale_all_dim);
+        hp->attn_scale *= m * m;
+    }
+    return KR_OK;
+}
+
+kr_status kr_deepseek2_bind_attention(kr_model *m, int l) {
+    const kr_hparams *hp = &m->hp;
+    kr_layer *L = &m->layers[l];
+    int64_t D = hp->hidden, H = hp->n_heads, Dq = hp->head_dim, C = hp->kv_lora_rank, Dr = hp->qk_rope_dim;
+    char n[256];
+#define NAME(s) (snprintf(n, sizeof n, "model.layers.%d.self_attn." s, l), n)
+    if (hp->q_lora_rank) {
+        KR_TRY(kr_bind_matrix(m, NAME("q_a_proj.weight"), hp->q_lora_rank, D, &L->q_a));
+        KR_TRY(kr_bind_vector(m, NAME("q_a_layernorm.weight"), hp->q_lora_rank, &L->q_a_norm));
+        KR_TRY(kr_bind_matrix(m, NAME("q_b_proj.weight"), H * Dq, hp->q_lora_rank, &L->q_b));
+        if (hp->attention_bias)
+            KR_TRY(kr_bind_vector(m, NAME("q_a_proj.bias"), hp->q_lora_rank, &L->q_a_bias));
+    } else {
+        KR_TRY(kr_bind_matrix(m, NAME("q_proj.weight"), H * Dq, D, &L->q_proj));
+    }
+    KR_TRY(kr_bind_matrix(m, NAME("kv_a_proj_with_mqa.weight"), C + Dr, D, &L->kv_a));
+    KR_TRY(kr_bind_vector(m, NAME("kv_a_layernorm.weight"), C, &L->kv_a_norm));
+    KR_TRY(kr_bind_matrix(m, NAME("kv_b_proj.weight"), H * (hp->qk_nope_dim + hp->v_head_dim), C, &L->kv_b));
+    KR_TRY(kr_bind_matrix(m, NAME("o_proj.weight"), D, H * hp->v_head_dim, &L->o_proj));
+    if (hp->attention_bias) {
+        KR_TRY(kr_bind_vector(m, NAME("kv_a_proj_with_mqa.bias"), C + Dr, &L->kv_a_bias));
+        KR_TRY(kr_bind_vector(m, NAME("o_proj.bias"), D, &L->o_bias));
+    }
+#undef NAME
+    return KR_OK;
+}
+
+/* Scratch of one attention call, sized for T new positions over a window of up to `ctx` tokens. */
+typedef struct {
+    float *q, *qa, *ckv, *qabs, *lat, *o, *row, *scores;
+} mla_scratch;
+
+static void mla_scratch_free(mla_scratch *s) {
+    float *all[] = {s->q, s->qa, s->ckv, s->qabs, s->lat, s->o, s->row, s->scores};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        free(all[i]);
+}
+
+kr_status kr_deepseek2_attention(kr_model *m, int l, const float *x, int64_t T, kr_kv_cache *kv, float *out) {
+    const kr_hparams *hp = &m->hp;
+    const kr_layer *L = &m->layers[l];
+    int64_t H = hp->n_heads, Dn = hp->qk_nope_dim, Dr = hp->qk_rope_dim, Dq = Dn + Dr, Dv = hp->v_head_dim;
+    int64_t C = hp->kv_lora_rank, W = C + Dr, pos0 = kv->len, ctx = pos0 + T;
+    mla_scratch s = {
+        .q = malloc((size_t)(T * H * Dq) * sizeof(float)),
+        .qa = malloc((size_t)(T * (hp->q_lora_rank ? hp->q_lora_rank : 1)) * sizeof(float)),
+        .ckv = malloc((size_t)(T * W) * sizeof(float)),
+        .qabs = calloc((size_t)(T * H * W), sizeof(float)),
+        .lat = malloc((size_t)(T * H * C) * sizeof(float)),
+        .o = malloc((size_t)(T * H * Dv) * sizeof(float)),
+        .row = malloc((size_t)C * sizeof(float)),
+        .scores = malloc((size_t)ctx * sizeof(float)),
+    };
+    kr_status st = KR_OK;
+    if (!s.q || !s.qa || !s.ckv || !s.qabs || !s.lat || !s.o || !s.row || !s.scores) {
+        st = kr_fail(KR_ERR_NOMEM, "out of memory in MLA attention");
+        goto done;
+    }
+
+    /* queries */
+    if (hp->q_lora_rank) {
+        int64_t R = hp->q_lora_rank;
+        if ((st = kr_matmul(&L->q_a, x, T, s.qa)) != KR_OK)
+            goto done;
+        if (L->q_a_bias)
+            kr_add_rows(s.qa, L->q_a_bias, T, R);
+        for (int64_t t = 0; t < T; t++)
+            kr_rmsnorm(s.qa + t * R, s.qa + t * R, L->q_a_norm, R, (float)hp->mla_norm_eps);
+        st = kr_matmul(&L->q_b, s.qa, T, s.q);
+    } else {
+        st = kr_matmul(&L->q_proj, x, T, s.q);
+    }
+    if (st != KR_OK)
+        goto done;
+
+    /* compressed kv -> cache rows [RMSNorm(c) | RoPE(k_pe)] */
+    if ((st = kr_matmul(&L->kv_a, x, T, s.ckv)) != KR_OK)
+        goto done;
+    if (L->kv_a_bias)
+        kr_add_rows(s.ckv, L->kv_a_bias, T, W);
+    for (int64_t t = 0; t < T; t++) {
+        float *row = kv->k[l] + (pos0 + t) * W;
+        kr_rmsnorm(row, s.ckv + t * W, L->kv_a_norm, C, (float)hp->mla_norm_eps);
+        memcpy(row + C, s.ckv + t * W + C, (size_t)Dr * sizeof(float));
+        kr_rope_apply(&hp->rope, m->inv_freq, row + C, pos0 + t);
+    }
+
+    /* absorbed queries [Wk_b^T q_nope | RoPE(q_pe)]; kv_b's k rows are read once for all T */
+    for (int64_t h = 0; h < H; h++) {
+        for (int64_t d = 0; d < Dn; d++) {
+            kr_matrix_row(&L->kv_b, h * (Dn + Dv) + d, s.row);
+            for (int64_t t = 0; t < T; t++) {
+                float qd = s.q[(t * H + h) * Dq + d];
+                float *qa = s.qabs + (t * H + h) * W;
+                for (int64_t c = 0; c < C; c++)
+                    qa[c] += qd * s.row[c];
+            }
+        }
+        for (int64_t t = 0; t < T; t++) {
+            float *qa = s.qabs + (t * H + h) * W + C;
+            memcpy(qa, s.q + (t * H + h) * Dq + Dn, (size_t)Dr * sizeof(float));
+            kr_rope_apply(&hp->rope, m->inv_freq, qa, pos0 + t);
+        }
+    }
+
+    /* attention over the latent cache; values are the latent part of the same rows */
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t h = 0; h < H; h++)
+            kr_attend(s.qabs + (t * H + h) * W, W, kv->k[l], W, kv->k[l], W, C, pos0 + t + 1, (float)hp->attn_scale,
+                      s.scores, s.lat + (t * H + h) * C);
+
+    /* up-project the attended latent through Wv_b, then o_proj */
+    for (int64_t h = 0; h < H; h++)
+        for (int64_t d = 0; d < Dv; d++) {
+            kr_matrix_row(&L->kv_b, h * (Dn + Dv) + Dn + d, s.row);
+            for (int64_t t = 0; t < T; t++)
+                s.o[(t * H + h) * Dv + d] = kr_dot(s.row, s.lat + (t * H + h) * C, C);
+        }
+    if ((st = kr_matmul(&L->o_proj, s.o, T, out)) != KR_OK)
+        goto done;
+    if (L->o_bias)
+        kr_add_rows(out, L->o_bias, T, hp->hidden);
+done:
+    mla_scratch_free(&s);
+    return st;
+}

@@ -1,0 +1,447 @@
+/* Model loading (binding every tensor the forward pass needs, with shape and dtype checks against
+ * config.json) and the decoder stack shared by all families:
+ *     h = x + Attn(RMSNorm_in(x));  y = h + FFN(RMSNorm_post(h));  FFN = dense MLP or MoE
+ * The family files supply attention; the FFN/MoE and the stack are here. */
+#include "model/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/ops.h"
+#include "backend/cpu/rope.h"
+#include "backend/cpu/router.h"
+
+/* ---------------------------------------------------------------- binding */
+
+static void count(kr_model *m, const kr_tensor *t, bool is_param) {
+    m->stats.bytes_by_dtype[t->dtype] += (int64_t)t->nbytes;
+    m->stats.bytes_total += (int64_t)t->nbytes;
+    if (is_param) {
+        m->stats.params_total += kr_tensor_numel(t);
+        if (m->binding_routed)
+            m->stats.params_routed += kr_tensor_numel(t);
+    }
+}
+
+static kr_status find(const kr_model *m, const char *name, const kr_tensor **out) {
+    char full[512];
+    snprintf(full, sizeof full, "%s%s", m->prefix, name);
+    *out = kr_st_find(&m->st, full);
+    if (!*out)
+        return kr_fail(KR_ERR_FORMAT, "tensor '%s' not found in the checkpoint (%d tensors in %d file%s)", full,
+                       m->st.n_tensors, m->st.n_files, m->st.n_files == 1 ? "" : "s");
+    if (!kr_dtype_is_computable((*out)->dtype))
+        return kr_fail(KR_ERR_FORMAT, "%s: tensor '%s' has dtype %s; expected F32, F16, BF16 or F8_E4M3",
+                       kr_st_file_of(&m->st, *out), full, kr_dtype_name((*out)->dtype));
+    return KR_OK;
+}
+
+static kr_status check_shape(const kr_model *m, const kr_tensor *t, int ndim, const int64_t *shape) {
+    bool ok = t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++)
+        ok = t->shape[i] == shape[i];
+    if (ok)
+        return KR_OK;
+    char got[128], want[128];
+    return kr_fail(KR_ERR_FORMAT, "%s: tensor '%s%s' has shape %s, config.json implies %s",
+                   kr_st_file_of(&m->st, t), m->prefix, t->name + strlen(m->prefix),
+                   kr_shape_str(t->shape, t->ndim, got, sizeof got), kr_shape_str(shape, ndim, want, sizeof want));
+}
+
+bool kr_model_has(const kr_model *m, const char *name) {
+    char full[512];
+    snprintf(full, sizeof full, "%s%s", m->prefix, name);
+    return kr_st_find(&m->st, full) != NULL;
+}
+
+kr_status kr_bind_matrix(kr_model *m, const char *name, int64_t rows, int64_t cols, kr_matrix *out) {
+    const kr_tensor *t;
+    KR_TRY(find(m, name, &t));
+    KR_TRY(check_shape(m, t, 2, (int64_t[]){rows, cols}));
+    memset(out, 0, sizeof *out);
+    out->rows = rows;
+    out->cols = cols;
+    out->dtype = t->dtype;
+    out->data = t->data;
+    count(m, t, true);
+    if (t->dtype != KR_DT_F8_E4M3)
+        return KR_OK;
+    char sname[512];
+    snprintf(sname, sizeof sname, "%s_scale_inv", name);
+    const kr_tensor *s;
+    if (find(m, sname, &s) != KR_OK)
+        return kr_fail(KR_ERR_FORMAT, "%s: FP8 tensor '%s%s' has no block scale '%s%s'", kr_st_file_of(&m->st, t),
+                       m->prefix, name, m->prefix, sname);
+    int64_t br = m->hp.fp8 ? m->hp.fp8_block_rows : 128, bc = m->hp.fp8 ? m->hp.fp8_block_cols : 128;
+    KR_TRY(check_shape(m, s, 2, (int64_t[]){(rows + br - 1) / br, (cols + bc - 1) / bc}));
+    if (s->dtype == KR_DT_F8_E4M3)
+        return kr_fail(KR_ERR_FORMAT, "%s: block scale '%s' must be F32, BF16 or F16", kr_st_file_of(&m->st, s),
+                       sname);
+    out->scale = s->data;
+    out->scale_dtype = s->dtype;
+    out->scale_cols = s->shape[1];
+    out->block_rows = br;
+    out->block_cols = bc;
+    count(m, s, false);
+    return KR_OK;
+}
+
+kr_status kr_bind_vector(kr_model *m, const char *name, int64_t n, float **out) {
+    const kr_tensor *t;
+    KR_TRY(find(m, name, &t));
+    KR_TRY(check_shape(m, t, 1, (int64_t[]){n}));
+    if (t->dtype == KR_DT_F8_E4M3)
+        return kr_fail(KR_ERR_FORMAT, "%s: vector '%s' cannot be FP8", kr_st_file_of(&m->st, t), name);
+    *out = malloc((size_t)n * sizeof **out);
+    if (!*out)
+        return kr_fail(KR_ERR_NOMEM, "out of memory");
+    kr_convert_to_f32(t->dtype, t->data, n, *out);
+    count(m, t, true);
+    return KR_OK;
+}
+
+static kr_status bind_mlp(kr_model *m, const char *base, int64_t inter, kr_mlp *mlp) {
+    char n[512];
+    int64_t D = m->hp.hidden;
+    snprintf(n, sizeof n, "%s.gate_proj.weight", base);
+    KR_TRY(kr_bind_matrix(m, n, inter, D, &mlp->gate));
+    snprintf(n, sizeof n, "%s.up_proj.weight", base);
+    KR_TRY(kr_bind_matrix(m, n, inter, D, &mlp->up));
+    snprintf(n, sizeof n, "%s.down_proj.weight", base);
+    return kr_bind_matrix(m, n, D, inter, &mlp->down);
+}
+
+static kr_status bind_ffn(kr_model *m, int l) {
+    const kr_hparams *hp = &m->hp;
+    kr_layer *L = &m->layers[l];
+    char base[256], n[512];
+    snprintf(base, sizeof base, "model.layers.%d.mlp", l);
+    L->moe = hp->layer_is_moe[l];
+    if (!L->moe)
+        return bind_mlp(m, base, hp->intermediate, &L->dense);
+    int E = hp->router.n_experts;
+    snprintf(n, sizeof n, "%s.gate.weight", base);
+    KR_TRY(kr_bind_matrix(m, n, E, hp->hidden, &L->router));
+    if (hp->router.use_bias) {
+        snprintf(n, sizeof n, "%s.gate.e_score_correction_bias", base);
+        KR_TRY(kr_bind_vector(m, n, E, &L->router_bias));
+    }
+    L->experts = calloc((size_t)E, sizeof *L->experts);
+    if (!L->experts)
+        return kr_fail(KR_ERR_NOMEM, "out of memory");
+    m->binding_routed = true;
+    for (int e = 0; e < E; e++) {
+        snprintf(n, sizeof n, "%s.experts.%d", base, e);
+        kr_status s = bind_mlp(m, n, hp->moe_intermediate, &L->experts[e]);
+        if (s != KR_OK) {
+            m->binding_routed = false;
+            return s;
+        }
+    }
+    m->binding_routed = false;
+    if (hp->n_shared > 0) {
+        L->has_shared = true;
+        snprintf(n, sizeof n, "%s.shared_experts", base);
+        KR_TRY(bind_mlp(m, n, hp->moe_intermediate * hp->n_shared, &L->shared));
+    }
+    return KR_OK;
+}
+
+/* "model.embed_tokens.weight" directly, or under a wrapper's prefix (multimodal checkpoints). */
+static kr_status detect_prefix(kr_model *m, const char *dir) {
+    static const char *prefixes[] = {"", "language_model.", "model.language_model."};
+    for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++) {
+        char n[128];
+        snprintf(n, sizeof n, "%smodel.embed_tokens.weight", prefixes[i]);
+        if (kr_st_find(&m->st, n)) {
+            snprintf(m->prefix, sizeof m->prefix, "%s", prefixes[i]);
+            return KR_OK;
+        }
+    }
+    return kr_fail(KR_ERR_FORMAT, "%s: tensor 'model.embed_tokens.weight' not found in the checkpoint", dir);
+}
+
+static kr_status bind_all(kr_model *m, const char *dir) {
+    const kr_hparams *hp = &m->hp;
+    KR_TRY(detect_prefix(m, dir));
+    KR_TRY(kr_bind_matrix(m, "model.embed_tokens.weight", hp->vocab, hp->hidden, &m->embed));
+    KR_TRY(kr_bind_vector(m, "model.norm.weight", hp->hidden, &m->final_norm));
+    if (hp->tie_embeddings)
+        m->lm_head = m->embed;
+    else
+        KR_TRY(kr_bind_matrix(m, "lm_head.weight", hp->vocab, hp->hidden, &m->lm_head));
+    m->layers = calloc((size_t)hp->n_layers, sizeof *m->layers);
+    m->inv_freq = malloc((size_t)hp->rope.dim / 2 * sizeof *m->inv_freq);
+    if (!m->layers || !m->inv_freq)
+        return kr_fail(KR_ERR_NOMEM, "out of memory");
+    kr_rope_inv_freq(&hp->rope, m->inv_freq);
+    for (int l = 0; l < hp->n_layers; l++) {
+        char n[256];
+        snprintf(n, sizeof n, "model.layers.%d.input_layernorm.weight", l);
+        KR_TRY(kr_bind_vector(m, n, hp->hidden, &m->layers[l].input_norm));
+        snprintf(n, sizeof n, "model.layers.%d.post_attention_layernorm.weight", l);
+        KR_TRY(kr_bind_vector(m, n, hp->hidden, &m->layers[l].post_norm));
+        KR_TRY(hp->family == KR_FAMILY_DEEPSEEK2 ? kr_deepseek2_bind_attention(m, l) : kr_gqa_bind_attention(m, l));
+        KR_TRY(bind_ffn(m, l));
+    }
+    return KR_OK;
+}
+
+kr_status kr_model_open(const char *dir, kr_model **out) {
+    *out = NULL;
+    kr_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return kr_fail(KR_ERR_NOMEM, "out of memory");
+    kr_status s = kr_hparams_load(dir, &m->hp);
+    if (s == KR_OK)
+        s = kr_st_open(dir, &m->st);
+    if (s == KR_OK)
+        s = bind_all(m, dir);
+    if (s != KR_OK) {
+        kr_model_close(m);
+        return s;
+    }
+    *out = m;
+    return KR_OK;
+}
+
+static void free_layer(kr_layer *L) {
+    float *owned[] = {L->input_norm, L->post_norm, L->q_a_norm, L->kv_a_norm, L->q_a_bias, L->kv_a_bias, L->bq,
+                      L->bk,         L->bv,        L->q_norm,   L->k_norm,    L->o_bias,   L->router_bias};
+    for (size_t i = 0; i < sizeof owned / sizeof *owned; i++)
+        free(owned[i]);
+    free(L->experts);
+}
+
+void kr_model_close(kr_model *m) {
+    if (!m)
+        return;
+    if (m->layers)
+        for (int l = 0; l < m->hp.n_layers; l++)
+            free_layer(&m->layers[l]);
+    free(m->layers);
+    free(m->final_norm);
+    free(m->inv_freq);
+    kr_st_close(&m->st);
+    kr_hparams_free(&m->hp);
+    free(m);
+}
+
+/* ---------------------------------------------------------------- KV cache */
+
+static void kv_widths(const kr_hparams *hp, int64_t *k, int64_t *v) {
+    if (hp->family == KR_FAMILY_DEEPSEEK2) {
+        *k = hp->kv_lora_rank + hp->qk_rope_dim;
+        *v = 0;
+    } else {
+        *k = *v = hp->n_kv_heads * hp->head_dim;
+    }
+}
+
+int64_t kr_kv_cache_bytes_per_token(const kr_model *m) {
+    int64_t k, v;
+    kv_widths(&m->hp, &k, &v);
+    return (k + v) * (int64_t)sizeof(float) * m->hp.n_layers;
+}
+
+kr_status kr_kv_cache_create(const kr_model *m, kr_kv_cache **out) {
+    kr_kv_cache *kv = calloc(1, sizeof *kv);
+    if (!kv)
+        return kr_fail(KR_ERR_NOMEM, "out of memory");
+    kv->n_layers = (int)m->hp.n_layers;
+    kv_widths(&m->hp, &kv->k_width, &kv->v_width);
+    kv->k = calloc((size_t)kv->n_layers, sizeof *kv->k);
+    kv->v = calloc((size_t)kv->n_layers, sizeof *kv->v);
+    if (!kv->k || !kv->v) {
+        kr_kv_cache_free(kv);
+        return kr_fail(KR_ERR_NOMEM, "out of memory");
+    }
+    *out = kv;
+    return KR_OK;
+}
+
+static kr_status kv_reserve(kr_kv_cache *kv, int64_t need) {
+    if (need <= kv->cap)
+        return KR_OK;
+    int64_t cap = kv->cap ? kv->cap : 64;
+    while (cap < need)
+        cap *= 2;
+    for (int l = 0; l < kv->n_layers; l++) {
+        float *k = realloc(kv->k[l], (size_t)(cap * kv->k_width) * sizeof(float));
+        if (!k)
+            return kr_fail(KR_ERR_NOMEM, "out of memory growing the KV cache to %lld tokens", (long long)cap);
+        kv->k[l] = k;
+        if (kv->v_width) {
+            float *v = realloc(kv->v[l], (size_t)(cap * kv->v_width) * sizeof(float));
+            if (!v)
+                return kr_fail(KR_ERR_NOMEM, "out of memory growing the KV cache to %lld tokens", (long long)cap);
+            kv->v[l] = v;
+        }
+    }
+    kv->cap = cap;
+    return KR_OK;
+}
+
+void kr_kv_cache_reset(kr_kv_cache *kv) { kv->len = 0; }
+
+void kr_kv_cache_free(kr_kv_cache *kv) {
+    if (!kv)
+        return;
+    for (int l = 0; l < kv->n_layers; l++) {
+        if (kv->k)
+            free(kv->k[l]);
+        if (kv->v)
+            free(kv->v[l]);
+    }
+    free(kv->k);
+    free(kv->v);
+    free(kv);
+}
+
+/* ---------------------------------------------------------------- FFN */
+
+/* out [T, D] = down(silu(gate x) * up x); g, u: [T, inter] scratch */
+static kr_status mlp_forward(const kr_mlp *mlp, const float *x, int64_t T, float *out, float *g, float *u) {
+    int64_t inter = mlp->gate.rows;
+    KR_TRY(kr_matmul(&mlp->gate, x, T, g));
+    KR_TRY(kr_matmul(&mlp->up, x, T, u));
+    kr_silu_mul(g, u, T * inter);
+    return kr_matmul(&mlp->down, g, T, out);
+}
+
+static kr_status mlp_forward_alloc(const kr_mlp *mlp, const float *x, int64_t T, float *out) {
+    size_t n = (size_t)(T * mlp->gate.rows);
+    float *g = malloc(n * sizeof *g), *u = malloc(n * sizeof *u);
+    kr_status s = g && u ? mlp_forward(mlp, x, T, out, g, u) : kr_fail(KR_ERR_NOMEM, "out of memory");
+    free(g);
+    free(u);
+    return s;
+}
+
+/* Routed experts run on the tokens routed to them, gathered (each expert's weights are read once per
+ * call, whatever T is); then the shared experts on all tokens. */
+static kr_status moe_forward(const kr_model *m, const kr_layer *L, const float *x, int64_t T, float *out) {
+    const kr_router_config *rc = &m->hp.router;
+    int E = rc->n_experts, K = rc->top_k;
+    int64_t D = m->hp.hidden;
+    float *logits = malloc((size_t)(T * E) * sizeof *logits);
+    float *scratch = malloc((size_t)(4 * E) * sizeof *scratch);
+    int *idx = malloc((size_t)(T * K) * sizeof *idx);
+    float *w = malloc((size_t)(T * K) * sizeof *w);
+    int64_t *start = calloc((size_t)E + 1, sizeof *start);
+    int64_t *slot_tok = malloc((size_t)(T * K) * sizeof *slot_tok);
+    float *slot_w = malloc((size_t)(T * K) * sizeof *slot_w);
+    float *xe = malloc((size_t)(T * D) * sizeof *xe), *ye = malloc((size_t)(T * D) * sizeof *ye);
+    kr_status s = KR_OK;
+    if (!logits || !scratch || !idx || !w || !start || !slot_tok || !slot_w || !xe || !ye) {
+        s = kr_fail(KR_ERR_NOMEM, "out of memory in the MoE layer");
+        goto done;
+    }
+    s = kr_matmul(&L->router, x, T, logits);
+    if (s != KR_OK)
+        goto done;
+    for (int64_t t = 0; t < T; t++) {
+        kr_route(rc, logits + t * E, L->router_bias, idx + t * K, w + t * K, scratch);
+        for (int k = 0; k < K; k++)
+            start[idx[t * K + k] + 1]++;
+    }
+    for (int e = 0; e < E; e++)
+        start[e + 1] += start[e];
+    /* counting sort of (token, weight) slots by expert */
+    int64_t *fill = calloc((size_t)E, sizeof *fill);
+    if (!fill) {
+        s = kr_fail(KR_ERR_NOMEM, "out of memory in the MoE layer");
+        goto done;
+    }
+    for (int64_t t = 0; t < T; t++)
+        for (int k = 0; k < K; k++) {
+            int e = idx[t * K + k];
+            int64_t at = start[e] + fill[e]++;
+            slot_tok[at] = t;
+            slot_w[at] = w[t * K + k];
+        }
+    free(fill);
+
+    memset(out, 0, (size_t)(T * D) * sizeof *out);
+    for (int e = 0; e < E && s == KR_OK; e++) {
+        int64_t n = start[e + 1] - start[e];
+        if (n == 0)
+            continue;
+        for (int64_t i = 0; i < n; i++)
+            memcpy(xe + i * D, x + slot_tok[start[e] + i] * D, (size_t)D * sizeof *xe);
+        s = mlp_forward_alloc(&L->experts[e], xe, n, ye);
+        for (int64_t i = 0; s == KR_OK && i < n; i++) {
+            float wt = slot_w[start[e] + i];
+            float *o = out + slot_tok[start[e] + i] * D;
+            for (int64_t d = 0; d < D; d++)
+                o[d] += wt * ye[i * D + d];
+        }
+    }
+    if (s == KR_OK && L->has_shared) {
+        s = mlp_forward_alloc(&L->shared, x, T, ye);
+        if (s == KR_OK)
+            kr_add(out, ye, T * D);
+    }
+done:
+    free(logits);
+    free(scratch);
+    free(idx);
+    free(w);
+    free(start);
+    free(slot_tok);
+    free(slot_w);
+    free(xe);
+    free(ye);
+    return s;
+}
+
+/* ---------------------------------------------------------------- the stack */
+
+kr_status kr_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64_t n, bool all_positions, float *logits) {
+    const kr_hparams *hp = &m->hp;
+    if (n <= 0)
+        return kr_fail(KR_ERR_ARG, "forward: no tokens given");
+    for (int64_t t = 0; t < n; t++)
+        if (ids[t] < 0 || ids[t] >= hp->vocab)
+            return kr_fail(KR_ERR_ARG, "token id %d at position %lld is outside the vocabulary [0, %lld)", ids[t],
+                           (long long)t, (long long)hp->vocab);
+    KR_TRY(kv_reserve(kv, kv->len + n));
+    int64_t D = hp->hidden;
+    size_t sz = (size_t)(n * D) * sizeof(float);
+    float *x = malloc(sz), *xn = malloc(sz), *tmp = malloc(sz);
+    kr_status s = KR_OK;
+    if (!x || !xn || !tmp) {
+        s = kr_fail(KR_ERR_NOMEM, "out of memory for %lld positions", (long long)n);
+        goto done;
+    }
+    for (int64_t t = 0; t < n; t++)
+        kr_matrix_row(&m->embed, ids[t], x + t * D);
+    for (int l = 0; l < hp->n_layers && s == KR_OK; l++) {
+        const kr_layer *L = &m->layers[l];
+        for (int64_t t = 0; t < n; t++)
+            kr_rmsnorm(xn + t * D, x + t * D, L->input_norm, D, (float)hp->rms_eps);
+        s = hp->family == KR_FAMILY_DEEPSEEK2 ? kr_deepseek2_attention(m, l, xn, n, kv, tmp)
+                                              : kr_gqa_attention(m, l, xn, n, kv, tmp);
+        if (s != KR_OK)
+            break;
+        kr_add(x, tmp, n * D);
+        for (int64_t t = 0; t < n; t++)
+            kr_rmsnorm(xn + t * D, x + t * D, L->post_norm, D, (float)hp->rms_eps);
+        s = L->moe ? moe_forward(m, L, xn, n, tmp) : mlp_forward_alloc(&L->dense, xn, n, tmp);
+        if (s == KR_OK)
+            kr_add(x, tmp, n * D);
+    }
+    if (s != KR_OK)
+        goto done;
+    kv->len += n;
+    int64_t first = all_positions ? 0 : n - 1, rows = n - first;
+    for (int64_t t = 0; t < rows; t++)
+        kr_rmsnorm(xn + t * D, x + (first + t) * D, m->final_norm, D, (float)hp->rms_eps);
+    s = kr_matmul(&m->lm_head, xn, rows, logits);
+done:
+    free(x);
+    free(xn);
+    free(tmp);
+    return s;
+}

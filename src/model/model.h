@@ -1,0 +1,99 @@
+/* A loaded model: hyper-parameters, the mapped checkpoint, every tensor bound to its place in the
+ * layer graph, and the forward pass (prefill of many positions or one decode step, through a KV cache).
+ * Family-specific parts (config fields, attention binding and math) live in deepseek2.c / gqa.c. */
+#ifndef KR_MODEL_MODEL_H
+#define KR_MODEL_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/status.h"
+#include "model/config.h"
+#include "weights/matrix.h"
+#include "weights/safetensors.h"
+
+typedef struct {
+    kr_matrix gate, up, down; /* SwiGLU: down(silu(gate x) * up x) */
+} kr_mlp;
+
+typedef struct {
+    float *input_norm, *post_norm;
+
+    /* MLA (deepseek2) */
+    kr_matrix q_proj;              /* when q_lora_rank is null */
+    kr_matrix q_a, q_b, kv_a, kv_b, o_proj;
+    float *q_a_norm, *kv_a_norm;
+    float *q_a_bias, *kv_a_bias;   /* attention_bias only */
+
+    /* GQA (qwen3moe, glm4moe) */
+    kr_matrix wq, wk, wv, wo;
+    float *bq, *bk, *bv;
+    float *q_norm, *k_norm;
+
+    float *o_bias;
+
+    /* FFN: a dense MLP, or a router + routed experts (+ shared experts) */
+    bool moe;
+    kr_mlp dense;
+    kr_matrix router;
+    float *router_bias;            /* e_score_correction_bias */
+    kr_mlp *experts;
+    bool has_shared;
+    kr_mlp shared;
+} kr_layer;
+
+typedef struct {
+    int64_t params_total;          /* weights the forward pass uses (MTP layers excluded) */
+    int64_t params_routed;         /* of which routed experts */
+    int64_t bytes_by_dtype[KR_DT_COUNT];
+    int64_t bytes_total;
+} kr_model_stats;
+
+typedef struct kr_model {
+    kr_hparams hp;
+    kr_safetensors st;
+    char prefix[32];               /* "" or "language_model." before "model." / "lm_head." */
+    kr_matrix embed, lm_head;
+    float *final_norm;
+    kr_layer *layers;
+    float *inv_freq;               /* [rope.dim / 2] */
+    kr_model_stats stats;
+    bool binding_routed;           /* set while routed experts are bound, for the stats */
+} kr_model;
+
+/* KV cache of one sequence. GQA rows: k and v of all kv heads. MLA rows: [normalized latent (C) |
+ * roped k_pe (Dr)] in k; v is unused because values are the latent part of the same rows. */
+typedef struct kr_kv_cache {
+    int64_t len, cap;
+    int n_layers;
+    int64_t k_width, v_width;
+    float **k, **v;
+} kr_kv_cache;
+
+kr_status kr_model_open(const char *dir, kr_model **out);
+void kr_model_close(kr_model *m);
+
+kr_status kr_kv_cache_create(const kr_model *m, kr_kv_cache **out);
+void kr_kv_cache_free(kr_kv_cache *kv);
+void kr_kv_cache_reset(kr_kv_cache *kv);
+int64_t kr_kv_cache_bytes_per_token(const kr_model *m);
+
+/* Runs ids[0..n) at positions kv->len .. kv->len + n - 1 and appends them to the cache.
+ * logits: [n, vocab] when all_positions, else [vocab] for the last position. */
+kr_status kr_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64_t n, bool all_positions, float *logits);
+
+/* ---- used by the family files ---- */
+
+/* Binds name (prefix + name) as a [rows, cols] matrix; FP8 weights also bind "<name>_scale_inv". */
+kr_status kr_bind_matrix(kr_model *m, const char *name, int64_t rows, int64_t cols, kr_matrix *out);
+/* Binds a 1-D tensor of n elements as an owned float32 copy. */
+kr_status kr_bind_vector(kr_model *m, const char *name, int64_t n, float **out);
+bool kr_model_has(const kr_model *m, const char *name);
+
+/* Attention of layer l for T positions starting at kv->len: x [T, hidden] (normed) -> out [T, hidden]. */
+kr_status kr_deepseek2_bind_attention(kr_model *m, int l);
+kr_status kr_deepseek2_attention(kr_model *m, int l, const float *x, int64_t T, kr_kv_cache *kv, float *out);
+kr_status kr_gqa_bind_attention(kr_model *m, int l);
+kr_status kr_gqa_attention(kr_model *m, int l, const float *x, int64_t T, kr_kv_cache *kv, float *out);
+
+#endif

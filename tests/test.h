@@ -1,0 +1,36 @@
+/* A minimal test harness: CHECK records a failure and carries on; TEST_MAIN prints a summary and
+ * returns non-zero when anything failed. Fixture paths are relative to KRASIS_SOURCE_DIR. */
+#ifndef KR_TEST_H
+#define KR_TEST_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int test_checks, test_failures;
+
+#define CHECK(cond, ...)                                                          \
+    do {                                                                          \
+        test_checks++;                                                            \
+        if (!(cond)) {                                                            \
+            test_failures++;                                                      \
+            fprintf(stderr, "%s:%d: check failed: %s\n    ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                         \
+            fprintf(stderr, "\n");                                                \
+        }                                                                         \
+    } while (0)
+
+#define CHECK_NEAR(a, b, tol) \
+    CHECK(fabs((double)(a) - (double)(b)) <= (tol), "%s = %.9g, %s = %.9g (tol %g)", #a, (double)(a), #b, (double)(b), (double)(tol))
+
+static inline int test_summary(const char *name) {
+    printf("%s: %d checks, %d failed\n", name, test_checks, test_failures);
+    return test_failures ? 1 : 0;
+}
+
+static inline const char *test_path(const char *rel, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s/%s", KRASIS_SOURCE_DIR, rel);
+    return buf;
+}
+
+#endif
