@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
-#include "model/model.h"
+#include "krasis.h"
 
 static void human(double bytes, char *buf, size_t cap) {
     const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};

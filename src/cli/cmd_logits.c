@@ -8,7 +8,7 @@
 
 #include "base/npy.h"
 #include "cli/commands.h"
-#include "model/model.h"
+#include "krasis.h"
 
 static kr_status parse_ids(const char *s, int32_t **ids, int64_t *n) {
     size_t cap = 1;

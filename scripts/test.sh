@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the whole test suite twice: the release build (build/) and an AddressSanitizer +
+# UndefinedBehaviorSanitizer build (build-asan/), where any sanitizer report fails the run.
+# Usage: ./scripts/test.sh   (after ./scripts/setup.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+
+[ -d ../shared/data ] || echo "test: note: ../shared/data is absent; tests that need it will say so"
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$jobs"
+echo "== release build"
+ctest --test-dir build --output-on-failure -j"$jobs"
+
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DKRASIS_SANITIZE=ON >/dev/null
+cmake --build build-asan -j"$jobs"
+echo "== ASan + UBSan build"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99 \
+UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure -j"$jobs"
