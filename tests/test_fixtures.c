@@ -102,7 +102,7 @@ done:
 }
 
 int main(int argc, char **argv) {
-    static const char *all[] = {"dsv2_lite",      "dsv2_qlora_group", "dsv3_group",      "kimi_k2",
+    static const char *all[] = {"dsv2_lite",      "dsv2_qlora_group", "dsv2_bias",       "dsv3_group",      "kimi_k2",
                                 "kimi_k25",       "qwen3_moe",        "qwen3_moe_yarn",  "glm4_moe_qknorm",
                                 "glm4_moe_tied",  "dsv3_fp8"};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) {

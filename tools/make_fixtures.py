@@ -389,6 +389,20 @@ def fx_dsv2_qlora_group():
                       "Weights stored BF16.")
 
 
+def fx_dsv2_bias():
+    cfg = DeepseekV2Config(**COMMON, **MLA, q_lora_rank=48, n_shared_experts=1, num_experts_per_tok=2,
+                           first_k_dense_replace=2, topk_method="greedy", n_group=1, topk_group=1,
+                           norm_topk_prob=False, routed_scaling_factor=1.5, rms_norm_eps=1e-6,
+                           attention_bias=True, max_position_embeddings=4096,
+                           rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    return dict(cls=DeepseekV2ForCausalLM, cfg=cfg, family="deepseek_v2", dtype="bfloat16", gate_gain=3.0,
+                edit=None, spelling="v5",
+                notes="DeepSeek-V2 with attention_bias true (random biases on q_a_proj, kv_a_proj_with_mqa and "
+                      "o_proj, as transformers defines them; q_b_proj/kv_b_proj have none), plain RoPE (no "
+                      "YaRN: softmax scale 24^-0.5), layers 0-1 dense (first_k_dense_replace 2), 1 shared "
+                      "expert, greedy top-2 x1.5. Weights stored BF16.")
+
+
 def fx_dsv3_group():
     cfg = DeepseekV3Config(**COMMON, **MLA, q_lora_rank=48, n_shared_experts=1, num_experts_per_tok=3,
                            first_k_dense_replace=1, n_group=4, topk_group=2, norm_topk_prob=True,
@@ -548,6 +562,7 @@ FIXTURES = {
     "dsv2_lite": (fx_dsv2_lite, 1000),
     "dsv2_qlora_group": (fx_dsv2_qlora_group, 2000),
     "dsv3_group": (fx_dsv3_group, 3000),
+    "dsv2_bias": (fx_dsv2_bias, 11000),
     "kimi_k2": (fx_kimi_k2, 4000),
     "kimi_k25": (fx_kimi_k25, 5000),
     "qwen3_moe": (fx_qwen3_moe, 6000),
