@@ -148,6 +148,12 @@ int main(int argc, char **argv) {
     edit_config(d, "hidden_size", json_string("64"));
     expect_failure("field of wrong type", d, "field 'hidden_size' must be an integer, got a string");
     d = copy_fixture("qwen3_moe");
+    edit_config(d, "hidden_size", json_integer(1LL << 40));
+    expect_failure("absurd size", d, "field 'hidden_size' is 1099511627776, larger than any model could use");
+    d = copy_fixture("qwen3_moe");
+    edit_config(d, "num_attention_heads", json_integer(0));
+    expect_failure("zero heads", d, "field 'num_attention_heads' is 0, must be >= 1");
+    d = copy_fixture("qwen3_moe");
     edit_config(d, "num_hidden_layers", NULL);
     expect_failure("required field missing", d, "required field 'num_hidden_layers' is missing");
     d = copy_fixture("glm4_moe_qknorm");

@@ -50,8 +50,8 @@ static void print_info(const char *dir, const kr_model *m) {
     printf("\nhidden       %lld, vocab %lld, rms_norm_eps %g%s\n", (long long)hp->hidden, (long long)hp->vocab,
            hp->rms_eps, hp->tie_embeddings ? ", tied embeddings" : "");
     if (hp->family == KR_FAMILY_DEEPSEEK2)
-        printf("attention    MLA, %lld heads, q_lora_rank %lld, kv_lora_rank %lld, qk_nope %lld + qk_rope %lld, v %lld\n",
-               (long long)hp->n_heads, (long long)hp->q_lora_rank, (long long)hp->kv_lora_rank,
+        printf("attention    MLA, %lld heads, q_lora_rank %s, kv_lora_rank %lld, qk_nope %lld + qk_rope %lld, v %lld\n",
+               (long long)hp->n_heads, hp->q_lora_rank ? (snprintf(a, sizeof a, "%lld", (long long)hp->q_lora_rank), a) : "null (q_proj)", (long long)hp->kv_lora_rank,
                (long long)hp->qk_nope_dim, (long long)hp->qk_rope_dim, (long long)hp->v_head_dim);
     else
         printf("attention    GQA, %lld query / %lld kv heads of %lld%s%s\n", (long long)hp->n_heads,

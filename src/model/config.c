@@ -25,6 +25,10 @@ kr_status kr_parse_int_field(const json_t *cfg, const char *key, const char *whe
     if (*out < min)
         return kr_fail(KR_ERR_FORMAT, "%s: field '%s' is %lld, must be >= %lld", where, key, (long long)*out,
                        (long long)min);
+    /* every size in a real config is far below this; the cap keeps products of sizes inside int64 */
+    if (*out > KR_MAX_CONFIG_INT)
+        return kr_fail(KR_ERR_FORMAT, "%s: field '%s' is %lld, larger than any model could use (max %d)", where, key,
+                       (long long)*out, KR_MAX_CONFIG_INT);
     return KR_OK;
 }
 

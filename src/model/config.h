@@ -92,7 +92,8 @@ void kr_hparams_free(kr_hparams *hp);
 
 const char *kr_family_name(kr_family f);
 
-/* Shared by the family parsers (config.c). */
+/* Shared by the family parsers (config.c). Integer fields must lie in [min, KR_MAX_CONFIG_INT]. */
+#define KR_MAX_CONFIG_INT (1 << 24)
 kr_status kr_parse_rope(const json_t *cfg, const char *where, int rotary_dim, bool interleaved, kr_rope_config *rope);
 kr_status kr_parse_int_field(const json_t *cfg, const char *key, const char *where, bool required, int64_t min,
                              int64_t *out);
