@@ -4,6 +4,12 @@
 
 int kr_cmd_info(int argc, char **argv);
 int kr_cmd_logits(int argc, char **argv);
+int kr_cmd_run(int argc, char **argv);
+int kr_cmd_chat(int argc, char **argv);
+int kr_cmd_perplexity(int argc, char **argv);
+int kr_cmd_tokenize(int argc, char **argv);
+int kr_cmd_detokenize(int argc, char **argv);
+int kr_cmd_template(int argc, char **argv);
 
 /* Prints "krasis: <message>" for the current kr_error() to stderr and returns 1. */
 int kr_cli_fail(void);

@@ -10,7 +10,13 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *usage;
 } commands[] = {
-    {"info", kr_cmd_info, "info MODEL                      family, shapes, parameters, memory"},
+    {"run", kr_cmd_run, "run -m MODEL -p PROMPT [-n N] [--chat] [sampling]   stream a continuation"},
+    {"chat", kr_cmd_chat, "chat -m MODEL [--system S]           interactive chat through the chat template"},
+    {"perplexity", kr_cmd_perplexity, "perplexity -m MODEL -f FILE [--ctx N] [--stride S]   sliding-window perplexity"},
+    {"tokenize", kr_cmd_tokenize, "tokenize -t TOKENIZER (--text S | --file F) [--ids] [--special]"},
+    {"detokenize", kr_cmd_detokenize, "detokenize -t TOKENIZER IDS...      ids back to text"},
+    {"template", kr_cmd_template, "template --template FILE.jinja|MODEL --messages FILE.json [...]   render a chat prompt"},
+    {"info", kr_cmd_info, "info MODEL                          family, shapes, parameters, memory"},
     {"logits", kr_cmd_logits, "logits MODEL --ids 1,2,3 [--all-positions] --out FILE.npy   float32 logits"},
 };
 
@@ -23,7 +29,8 @@ static void usage(FILE *to) {
     fprintf(to, "usage: krasis <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         fprintf(to, "  krasis %s\n", commands[i].usage);
-    fprintf(to, "\nMODEL is a Hugging Face model directory (config.json + *.safetensors).\n");
+    fprintf(to, "\nMODEL is a Hugging Face model directory (config.json, *.safetensors, tokenizer files).\n"
+                "Run a command with --help for its options.\n");
 }
 
 int main(int argc, char **argv) {

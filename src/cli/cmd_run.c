@@ -1,0 +1,186 @@
+/* krasis run: one prompt in, the continuation streamed to stdout, timings to stderr.
+ * krasis chat: an interactive multi-turn conversation through the model's chat template; Ctrl-C stops
+ * the current answer, Ctrl-D (or /exit) ends the chat. Both reuse the KV cache of the previous turn. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/commands.h"
+#include "cli/gen_options.h"
+#include "tokenizer/template.h"
+
+static const char *run_usage =
+    "usage: krasis run -m MODEL -p PROMPT [-n N] [--chat] [--system S] [--temp T] [--top-k K] [--top-p P]\n"
+    "                  [--min-p P] [--repeat-penalty R] [--repeat-last-n N] [--presence-penalty P]\n"
+    "                  [--frequency-penalty F] [--seed S] [--stop S]... [--ctx N] [--ignore-eos] [--tokenizer PATH]\n"
+    "  Streams the continuation of PROMPT (with --chat: the model's answer to it as a user message).\n"
+    "  Defaults: --temp 0.8 --top-k 40 --top-p 0.95 --min-p 0.05 (--temp 0 is greedy), a seed from the clock.\n";
+
+static const char *chat_usage =
+    "usage: krasis chat -m MODEL [--system S] [-n N] [sampling options as for run] [--ctx N]\n"
+    "  Interactive chat through the model's chat template. Ctrl-C stops an answer; Ctrl-D or /exit quits.\n";
+
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    interrupted = 1;
+}
+
+static bool print_text(void *user, const char *text, size_t len) {
+    (void)user;
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
+    return !interrupted;
+}
+
+static void print_stats(const kr_gen_stats *st, uint64_t seed) {
+    int64_t fresh = st->prompt_tokens - st->cached_tokens;
+    fprintf(stderr, "\n[prompt %lld tokens (%lld cached), prefill %.1f tok/s; generated %lld tokens, decode %.1f tok/s; seed %llu%s]\n",
+            (long long)st->prompt_tokens, (long long)st->cached_tokens,
+            st->prefill_s > 0 ? (double)fresh / st->prefill_s : 0.0, (long long)st->generated_tokens,
+            st->decode_s > 0 && st->generated_tokens > 1 ? (double)(st->generated_tokens - 1) / st->decode_s : 0.0,
+            (unsigned long long)seed,
+            st->finish == KR_FINISH_LENGTH ? ", stopped at the token limit"
+            : st->finish == KR_FINISH_CANCELLED ? ", interrupted" : "");
+}
+
+/* Renders messages through the tokenizer's chat template with a generation prompt, then tokenizes it
+ * (special tokens in the rendered text are recognised; nothing is added: the template has the BOS). */
+static kr_status chat_prompt(const kr_tokenizer *tok, json_t *messages, int32_t **ids, size_t *n) {
+    const char *src = kr_tokenizer_chat_template(tok);
+    if (!src)
+        return kr_fail(KR_ERR_ARG, "the tokenizer has no chat_template (tokenizer_config.json); use run without --chat");
+    kr_template *t;
+    KR_TRY(kr_template_parse(src, "chat_template", &t));
+    json_t *ctx = NULL;
+    char *text = NULL;
+    const char *bos = kr_tokenizer_bos_text(tok), *eos = kr_tokenizer_eos_text(tok);
+    kr_status s = kr_template_chat_context(messages, NULL, 1, NULL, bos[0] ? bos : NULL, eos[0] ? eos : NULL, &ctx);
+    if (s == KR_OK)
+        s = kr_template_render(t, ctx, &text);
+    if (s == KR_OK)
+        s = kr_tokenizer_encode(tok, text, strlen(text), (kr_encode_options){.add_special = false, .parse_special = true},
+                                ids, n);
+    free(text);
+    json_decref(ctx);
+    kr_template_free(t);
+    return s;
+}
+
+static void add_message(json_t *messages, const char *role, const char *content) {
+    json_array_append_new(messages, json_pack("{s:s, s:s}", "role", role, "content", content));
+}
+
+int kr_cmd_run(int argc, char **argv) {
+    kr_gen_options o;
+    int rc = kr_gen_options_parse(argc, argv, run_usage, &o);
+    if (rc)
+        return rc;
+    if (!o.prompt) {
+        fprintf(stderr, "krasis: run needs -p PROMPT\n%s", run_usage);
+        return 2;
+    }
+    kr_model *m;
+    kr_tokenizer *tok;
+    kr_session *s;
+    if (kr_gen_open(&o, &m, &tok, &s))
+        return 1;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    kr_status st;
+    if (o.chat) {
+        json_t *messages = json_array();
+        if (o.system)
+            add_message(messages, "system", o.system);
+        add_message(messages, "user", o.prompt);
+        st = chat_prompt(tok, messages, &ids, &n);
+        json_decref(messages);
+    } else {
+        st = kr_tokenizer_encode(tok, o.prompt, strlen(o.prompt), (kr_encode_options){.add_special = true}, &ids, &n);
+    }
+    kr_gen_stats stats;
+    signal(SIGINT, on_sigint);
+    if (st == KR_OK)
+        st = kr_session_generate(s, ids, n, &o.gen, print_text, NULL, &stats);
+    if (st == KR_OK)
+        print_stats(&stats, o.gen.sampling.seed);
+    else
+        rc = kr_cli_fail();
+    free(ids);
+    kr_gen_close(m, tok, s);
+    return rc;
+}
+
+/* one line from stdin without its newline; NULL at end of input */
+static char *read_line(void) {
+    static char buf[1 << 16];
+    fputs("> ", stdout);
+    fflush(stdout);
+    while (!fgets(buf, sizeof buf, stdin)) {
+        if (ferror(stdin) && errno == EINTR && interrupted) { /* Ctrl-C at the prompt: a fresh prompt */
+            clearerr(stdin);
+            interrupted = 0;
+            fputs("\n> ", stdout);
+            fflush(stdout);
+            continue;
+        }
+        return NULL;
+    }
+    buf[strcspn(buf, "\n")] = '\0';
+    return buf;
+}
+
+int kr_cmd_chat(int argc, char **argv) {
+    kr_gen_options o;
+    int rc = kr_gen_options_parse(argc, argv, chat_usage, &o);
+    if (rc)
+        return rc;
+    if (!o.gen.max_tokens)
+        o.gen.max_tokens = 512;
+    kr_model *m;
+    kr_tokenizer *tok;
+    kr_session *s;
+    if (kr_gen_open(&o, &m, &tok, &s))
+        return 1;
+    struct sigaction sa = {.sa_handler = on_sigint}; /* no SA_RESTART: Ctrl-C interrupts the read */
+    sigaction(SIGINT, &sa, NULL);
+    json_t *messages = json_array();
+    if (o.system)
+        add_message(messages, "system", o.system);
+    fprintf(stderr, "krasis chat: %s (Ctrl-C stops an answer, Ctrl-D quits)\n", o.model);
+    char *line;
+    while ((line = read_line()) != NULL) {
+        if (!strcmp(line, "/exit") || !strcmp(line, "/quit"))
+            break;
+        if (!line[0])
+            continue;
+        add_message(messages, "user", line);
+        int32_t *ids = NULL;
+        size_t n = 0;
+        kr_gen_stats stats;
+        interrupted = 0;
+        kr_status st = chat_prompt(tok, messages, &ids, &n);
+        if (st == KR_OK)
+            st = kr_session_generate(s, ids, n, &o.gen, print_text, NULL, &stats);
+        free(ids);
+        if (st != KR_OK) {
+            kr_cli_fail();
+            json_array_remove(messages, json_array_size(messages) - 1);
+            continue;
+        }
+        size_t nout;
+        const int32_t *out = kr_session_last_output(s, &nout);
+        char *answer = NULL;
+        if (kr_tokenizer_decode(tok, out, nout, true, &answer) == KR_OK)
+            add_message(messages, "assistant", answer);
+        free(answer);
+        print_stats(&stats, o.gen.sampling.seed);
+    }
+    json_decref(messages);
+    kr_gen_close(m, tok, s);
+    return rc;
+}
