@@ -4,6 +4,7 @@
  * answer; `krasis perplexity` matches PyTorch's value within 0.5%. argv[1] is the krasis binary. */
 #include <math.h>
 #include <stdio.h>
+#include <sys/wait.h>
 
 #include "base/json.h"
 #include "base/mapfile.h"
@@ -87,6 +88,57 @@ static void check_perplexity(const char *krasis, const char *model, json_t *ex) 
     test_rmtree(tmp);
 }
 
+/* Runs cmd through the shell, capturing stdout; returns the exit status (-1 when it did not exit). */
+static int run_cli(const char *cmd, char *out, size_t cap) {
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The commands a person types: run (greedy output equals transformers', stop strings), chat with a
+ * scripted conversation, and bad flags that must name themselves. */
+static void check_cli(const char *krasis, const char *model, json_t *g) {
+    char cmd[4096], out[8192];
+    const char *prompt = json_string_value(json_object_get(g, "prompt"));
+    const char *want = json_string_value(json_object_get(g, "output_text"));
+    snprintf(cmd, sizeof cmd, "'%s' run -m '%s' -p '%s' -n %zu --temp 0 2>/dev/null", krasis, model, prompt,
+             json_array_size(json_object_get(g, "output_ids")));
+    CHECK(run_cli(cmd, out, sizeof out) == 0, "krasis run exits 0");
+    CHECK(strcmp(out, want) == 0, "krasis run greedy output\n%s\nequals transformers'\n%s", out, want);
+    snprintf(cmd, sizeof cmd, "'%s' run -m '%s' -p '%s' -n 48 --temp 0 --stop DUKE 2>/dev/null", krasis, model, prompt);
+    CHECK(run_cli(cmd, out, sizeof out) == 0 && strcmp(out, ".\n\n") == 0, "--stop cuts before the stop string: '%s'", out);
+    snprintf(cmd, sizeof cmd, "printf 'Hello\\nHow are you?\\n/exit\\n' | '%s' chat -m '%s' -n 8 --seed 7 2>&1", krasis, model);
+    CHECK(run_cli(cmd, out, sizeof out) == 0, "krasis chat exits 0 on /exit");
+    long long cached[2] = {-1, -1};
+    const char *at = out;
+    for (int turn = 0; turn < 2 && (at = strstr(at, "tokens (")); turn++, at++)
+        sscanf(at, "tokens (%lld cached)", &cached[turn]);
+    CHECK(cached[0] == 0 && cached[1] > 0, "the second turn reuses the first turn's cache (%lld, then %lld cached)",
+          cached[0], cached[1]);
+    static const struct {
+        const char *args, *needle;
+    } bad[] = {
+        {"-p hi --temp abc", "--temp: 'abc' is not a number"},
+        {"-p hi --top-p 2", "top_p must be in (0, 1]"},
+        {"-p hi -n -3", "-n: '-3' is not a non-negative integer"},
+        {"-p hi --frobnicate", "unknown option '--frobnicate'"},
+        {"", "run needs -p PROMPT"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(cmd, sizeof cmd, "'%s' run -m '%s' %s 2>&1", krasis, model, bad[i].args);
+        int st = run_cli(cmd, out, sizeof out);
+        CHECK(st == 2 && strstr(out, bad[i].needle), "'run %s': status %d, output '%s' lacks '%s'", bad[i].args, st, out,
+              bad[i].needle);
+    }
+    snprintf(cmd, sizeof cmd, "'%s' run -m '%s/tests/fixtures/qwen3_moe' -p hi 2>&1", krasis, KRASIS_SOURCE_DIR);
+    CHECK(run_cli(cmd, out, sizeof out) == 1 && strstr(out, "no tokenizer.json or tiktoken.model"),
+          "a model without a tokenizer: '%s'", out);
+}
+
 int main(int argc, char **argv) {
     char model[1024], path[1100];
     snprintf(model, sizeof model, "%s/models/tiny-moe", KRASIS_SOURCE_DIR);
@@ -103,8 +155,10 @@ int main(int argc, char **argv) {
     size_t i;
     json_t *g;
     json_array_foreach(json_object_get(ref, "greedy"), i, g) check_greedy(s, tok, g);
-    if (argc > 1)
+    if (argc > 1) {
         check_perplexity(argv[1], model, json_object_get(ref, "excerpt"));
+        check_cli(argv[1], model, json_array_get(json_object_get(ref, "greedy"), 0));
+    }
     kr_session_free(s);
     kr_tokenizer_free(tok);
     kr_model_close(m);
