@@ -1426,7 +1426,7 @@ static kr_status subparse(parser *p, const char *const *end_tags, tpl_nodes *out
             next(p);
             if (is_end_tag(cur(p), end_tags))
                 break;
-            tpl_node *n;
+            tpl_node *n = NULL;
             KR_TRY(parse_statement(p, &n));
             nv_push(p, &body, n);
         } else
@@ -1519,7 +1519,7 @@ kr_status kr_template_chat_context(const json_t *messages, const json_t *tools, 
     json_t *ctx = json_object(), *msgs = json_array();
     int err = !ctx || !msgs;
     for (size_t i = 0; !err && i < json_array_size(messages); i++) {
-        json_t *m;
+        json_t *m = NULL;
         kr_status s = chat_message(json_array_get(messages, i), i, &m);
         if (s != KR_OK) {
             json_decref(ctx);

@@ -436,7 +436,7 @@ static kr_status py_percent_format(tpl_render *r, int line, tpl_value fmt, tpl_v
         else {
             if (v.kind == TV_FLOAT)
                 v = tpl_int((int64_t)v.f);
-            int64_t x;
+            int64_t x = 0;
             KR_TRY(want_int(r, line, "%d argument", v, &x));
             tpl_buf_printf(&b, "%lld", (long long)x);
         }
@@ -1245,7 +1245,7 @@ static kr_status filter_tojson(tpl_render *r, int line, tpl_value v, tpl_args *a
     if (arg(a, 0, "ensure_ascii", &x))
         o.ensure_ascii = tpl_truthy(x);
     if (arg(a, 1, "indent", &x) && x.kind != TV_NONE) {
-        int64_t ind;
+        int64_t ind = 0;
         if (x.kind == TV_STR)
             return tpl_fail(r, line, KR_ERR_UNSUPPORTED, "unsupported: tojson with a string indent");
         KR_TRY(want_int(r, line, "indent", x, &ind));
