@@ -192,8 +192,17 @@ static const struct {
     {"qwen3_moe", KR_FAMILY_QWEN3MOE},    {"glm4_moe", KR_FAMILY_GLM4MOE},
 };
 
+static kr_status parse_config(json_t *cfg, const char *where, kr_hparams *hp);
+
 kr_status kr_hparams_from_json(json_t *cfg, const char *where, kr_hparams *hp) {
     memset(hp, 0, sizeof *hp);
+    kr_status s = parse_config(cfg, where, hp);
+    if (s != KR_OK)
+        kr_hparams_free(hp);
+    return s;
+}
+
+static kr_status parse_config(json_t *cfg, const char *where, kr_hparams *hp) {
     const char *mt;
     KR_TRY(kr_json_req_str(cfg, "model_type", where, &mt));
     snprintf(hp->outer_model_type, sizeof hp->outer_model_type, "%s", mt);
@@ -237,8 +246,6 @@ kr_status kr_hparams_load(const char *dir, kr_hparams *hp) {
     KR_TRY(kr_json_load_file(path, &cfg));
     kr_status s = kr_hparams_from_json(cfg, path, hp);
     json_decref(cfg);
-    if (s != KR_OK)
-        kr_hparams_free(hp);
     return s;
 }
 

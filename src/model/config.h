@@ -86,7 +86,8 @@ typedef struct {
 
 /* dir: a model directory holding config.json. */
 kr_status kr_hparams_load(const char *dir, kr_hparams *hp);
-/* Same, from an already parsed config object; `where` names it in errors. */
+/* Same, from an already parsed config object; `where` names it in errors. On failure nothing is left
+ * to free. */
 kr_status kr_hparams_from_json(json_t *cfg, const char *where, kr_hparams *hp);
 void kr_hparams_free(kr_hparams *hp);
 

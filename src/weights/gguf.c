@@ -126,11 +126,12 @@ static kr_status read_value(cursor *c, kr_gguf_kv *kv, const char *key) {
 }
 
 static kr_status parse(kr_gguf *g) {
+    /* checked first: an empty file has no mapping to point into */
+    if (g->file.size < 4 || memcmp(g->file.data, "GGUF", 4) != 0)
+        return kr_fail(KR_ERR_FORMAT, "%s: not a GGUF file (magic is not 'GGUF')", g->file.path);
     cursor c = {g->file.data, g->file.data + g->file.size, g->file.data, g->file.path};
     uint32_t magic;
     uint64_t n_kv;
-    if (g->file.size < 4 || memcmp(g->file.data, "GGUF", 4) != 0)
-        return kr_fail(KR_ERR_FORMAT, "%s: not a GGUF file (magic is not 'GGUF')", c.path);
     KR_TRY(rd_u32(&c, &magic, "magic"));
     KR_TRY(rd_u32(&c, &g->version, "version"));
     if (g->version != 2 && g->version != 3)
