@@ -277,10 +277,12 @@ size_t tpl_utf8_put(char *dst, uint32_t cp) {
     return (size_t)utf8proc_encode_char((utf8proc_int32_t)cp, (utf8proc_uint8_t *)dst);
 }
 
+/* Counts the steps tpl_utf8_next takes over the string (invalid bytes count one each), so that callers
+ * sizing an array with it and then stepping with tpl_utf8_next always agree. */
 size_t tpl_utf8_count(const char *p, size_t n) {
     size_t count = 0;
-    for (size_t i = 0; i < n; i++)
-        count += ((unsigned char)p[i] & 0xC0) != 0x80;
+    for (size_t i = 0, adv; i < n; i += adv, count++)
+        tpl_utf8_next(p + i, n - i, &adv);
     return count;
 }
 
