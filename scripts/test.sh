@@ -8,6 +8,17 @@ jobs=$(nproc)
 
 [ -d ../shared/data ] || echo "test: note: ../shared/data is absent; tests that need it will say so"
 
+# The server tests drive `krasis serve` with the official openai client, pinned, in build/.venv
+# (both builds use it).
+venv=build/.venv
+pin=$(sed -n 's/^openai==//p' tests/server/requirements.txt)
+if ! "$venv/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '$pin')" 2>/dev/null; then
+  echo "test: creating $venv with openai==$pin"
+  mkdir -p build
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/server/requirements.txt
+fi
+
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$jobs"
 echo "== release build"
@@ -20,3 +31,6 @@ echo "== ASan + UBSan build"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99 \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j"$jobs"
+
+echo "== fuzzing (libFuzzer, bounded)"
+./scripts/fuzz.sh 12

@@ -67,3 +67,5 @@ def main():
 
 if __name__ == "__main__":
     main()
+# fuzz/corpus/fuzz_openai_parse/ holds four hand-written request bodies (chat minimal and with every
+# field, completion with a text and with a token-list prompt).

@@ -16,6 +16,7 @@ static const struct {
     {"tokenize", kr_cmd_tokenize, "tokenize -t TOKENIZER (--text S | --file F) [--ids] [--special]"},
     {"detokenize", kr_cmd_detokenize, "detokenize -t TOKENIZER IDS...      ids back to text"},
     {"template", kr_cmd_template, "template --template FILE.jinja|MODEL --messages FILE.json [...]   render a chat prompt"},
+    {"serve", kr_cmd_serve, "serve -m MODEL [--host H] [--port P] [--api-key K]   OpenAI-compatible HTTP server"},
     {"info", kr_cmd_info, "info MODEL                          family, shapes, parameters, memory"},
     {"logits", kr_cmd_logits, "logits MODEL --ids 1,2,3 [--all-positions] --out FILE.npy   float32 logits"},
 };

@@ -2,6 +2,7 @@
  * and values it holds, which is what makes prefix reuse across calls (multi-turn chat) safe. */
 #include "engine/session.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -15,6 +16,7 @@ struct kr_session {
     int64_t max_ctx;
     int32_t *ids; /* [max_ctx]: the tokens in the cache, then this call's new ones */
     float *logits;
+    float *raw; /* [vocab]: the logits before the sampler changes them, for logprobs */
     size_t out_start, out_len; /* last call's generated tokens inside ids */
 };
 
@@ -43,7 +45,8 @@ kr_status kr_session_create(kr_model *m, const kr_tokenizer *tok, int64_t max_ct
     s->max_ctx = max_ctx;
     s->ids = malloc((size_t)max_ctx * sizeof *s->ids);
     s->logits = malloc((size_t)m->hp.vocab * sizeof *s->logits);
-    kr_status st = s->ids && s->logits ? kr_kv_cache_create(m, &s->kv) : kr_fail(KR_ERR_NOMEM, "out of memory");
+    s->raw = malloc((size_t)m->hp.vocab * sizeof *s->raw);
+    kr_status st = s->ids && s->logits && s->raw ? kr_kv_cache_create(m, &s->kv) : kr_fail(KR_ERR_NOMEM, "out of memory");
     if (st != KR_OK) {
         kr_session_free(s);
         return st;
@@ -58,10 +61,13 @@ void kr_session_free(kr_session *s) {
     kr_kv_cache_free(s->kv);
     free(s->ids);
     free(s->logits);
+    free(s->raw);
     free(s);
 }
 
 int64_t kr_session_max_ctx(const kr_session *s) { return s->max_ctx; }
+
+int64_t kr_session_kv_len(const kr_session *s) { return s->kv->len; }
 
 const int32_t *kr_session_last_output(const kr_session *s, size_t *n) {
     *n = s->out_len;
@@ -95,6 +101,36 @@ static kr_status prefill(kr_session *s, const int32_t *prompt, size_t n, kr_gen_
     return r;
 }
 
+/* Fills t from the raw logits: log-softmax, and the n most likely tokens by insertion (n <= 20). */
+static void token_logprobs(const float *raw, int64_t vocab, int n, kr_token_info *t, int32_t *top_ids, float *top_lp) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < vocab; i++)
+        mx = raw[i] > mx ? raw[i] : mx;
+    double sum = 0;
+    for (int64_t i = 0; i < vocab; i++)
+        sum += exp((double)(raw[i] - mx));
+    float lse = mx + (float)log(sum);
+    t->logprob = raw[t->id] - lse;
+    int k = 0;
+    for (int64_t i = 0; i < vocab && n > 0; i++) {
+        if (k == n && raw[i] <= top_lp[k - 1])
+            continue;
+        int j = k < n ? k++ : k - 1;
+        while (j > 0 && top_lp[j - 1] < raw[i]) {
+            top_lp[j] = top_lp[j - 1];
+            top_ids[j] = top_ids[j - 1];
+            j--;
+        }
+        top_lp[j] = raw[i];
+        top_ids[j] = (int32_t)i;
+    }
+    for (int j = 0; j < k; j++)
+        top_lp[j] -= lse;
+    t->n_top = k;
+    t->top_ids = top_ids;
+    t->top_logprobs = top_lp;
+}
+
 static bool emit_text(kr_emit_fn emit, void *user, const char *text, size_t len) {
     return len == 0 || !emit || emit(user, text, len);
 }
@@ -110,6 +146,8 @@ kr_status kr_session_generate(kr_session *s, const int32_t *prompt, size_t n, co
                        (long long)s->max_ctx);
     if (p->max_tokens < 0)
         return kr_fail(KR_ERR_ARG, "max_tokens must be >= 0, got %lld", (long long)p->max_tokens);
+    if (p->top_logprobs < 0 || p->top_logprobs > KR_MAX_TOP_LOGPROBS)
+        return kr_fail(KR_ERR_ARG, "top_logprobs must be in [0, %d], got %d", KR_MAX_TOP_LOGPROBS, p->top_logprobs);
     st->prompt_tokens = (int64_t)n;
     kr_sampler *sampler = NULL;
     kr_detok *detok = NULL;
@@ -130,6 +168,8 @@ kr_status kr_session_generate(kr_session *s, const int32_t *prompt, size_t n, co
     double t0 = now();
     st->finish = KR_FINISH_LENGTH;
     while (1) {
+        if (p->logprobs)
+            memcpy(s->raw, s->logits, (size_t)s->model->hp.vocab * sizeof *s->raw);
         int32_t id = kr_sampler_sample(sampler, s->logits, s->ids, len);
         if (!p->ignore_eos && is_eos(s->tok, id)) {
             st->finish = KR_FINISH_STOP;
@@ -138,6 +178,17 @@ kr_status kr_session_generate(kr_session *s, const int32_t *prompt, size_t n, co
         s->ids[len++] = id;
         s->out_len++;
         st->generated_tokens++;
+        if (p->on_token) {
+            int32_t top_ids[KR_MAX_TOP_LOGPROBS];
+            float top_lp[KR_MAX_TOP_LOGPROBS];
+            kr_token_info t = {.id = id};
+            if (p->logprobs)
+                token_logprobs(s->raw, s->model->hp.vocab, p->top_logprobs, &t, top_ids, top_lp);
+            if (!p->on_token(user, &t)) {
+                st->finish = KR_FINISH_CANCELLED;
+                break;
+            }
+        }
         const char *text, *out;
         size_t tlen, olen;
         if ((r = kr_detok_push(detok, id, &text, &tlen)) != KR_OK)
