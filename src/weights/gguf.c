@@ -1,6 +1,8 @@
-/* GGUF metadata reader. Layout (little-endian): "GGUF", u32 version, u64 n_tensors, u64 n_kv, then n_kv
+/* GGUF reader. Layout (little-endian): "GGUF", u32 version, u64 n_tensors, u64 n_kv, then n_kv
  * times {string key, u32 type, value}; string = u64 length + bytes; array = u32 element type, u64 count,
- * elements. Every length is checked against the bytes left in the file before anything is read. */
+ * elements. Then n_tensors tensor infos {string name, u32 n_dims, u64 ne[n_dims], u32 ggml type,
+ * u64 offset}, padding to general.alignment (default 32), and the data section the offsets point into.
+ * Every length is checked against the bytes left in the file before anything is read. */
 #include "weights/gguf.h"
 
 #include <assert.h>
@@ -9,7 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "base/mapfile.h"
+#include "weights/ggml_quants.h"
 
 struct kr_gguf {
     kr_mapped_file file;
@@ -18,6 +23,8 @@ struct kr_gguf {
     size_t n_kv;
     kr_gguf_kv *kvs;
     size_t tensor_info_offset;
+    kr_gguf_tensor *tensors; /* [n_tensors] */
+    json_t *tensor_index;    /* name -> index into tensors */
 };
 
 /* A bounds-checked cursor over the mapping. */
@@ -125,6 +132,77 @@ static kr_status read_value(cursor *c, kr_gguf_kv *kv, const char *key) {
     return KR_OK;
 }
 
+/* One tensor info; its data pointer is set once the data section's start is known. */
+static kr_status parse_tensor_info(cursor *c, kr_gguf_tensor *t, uint64_t i) {
+    KR_TRY(rd_str(c, &t->name, "tensor name"));
+    uint32_t n_dims;
+    KR_TRY(rd_u32(c, &n_dims, "tensor dimension count"));
+    int nl = (int)(t->name.len < 120 ? t->name.len : 120);
+    if (n_dims < 1 || n_dims > 4)
+        return kr_fail(KR_ERR_FORMAT, "%s: tensor %" PRIu64 " '%.*s' has %u dimensions (1 to 4 allowed)", c->path, i, nl,
+                       t->name.ptr, n_dims);
+    t->n_dims = (int)n_dims;
+    uint64_t numel = 1;
+    for (int d = 0; d < 4; d++) {
+        uint64_t ne = 1;
+        if (d < t->n_dims)
+            KR_TRY(rd_u64(c, &ne, "tensor dimension"));
+        if (ne > (uint64_t)INT64_MAX || (ne && numel > UINT64_MAX / ne / 64))
+            return kr_fail(KR_ERR_FORMAT, "%s: tensor '%.*s' has absurd dimensions", c->path, nl, t->name.ptr);
+        t->ne[d] = (int64_t)ne;
+        numel *= ne;
+    }
+    KR_TRY(rd_u32(c, &t->type, "tensor type"));
+    KR_TRY(rd_u64(c, &t->offset, "tensor offset"));
+    kr_ggml_type_info ti = kr_ggml_info(t->type);
+    if (!ti.name)
+        return kr_fail(KR_ERR_UNSUPPORTED, "%s: tensor '%.*s' has unknown ggml type %u", c->path, nl, t->name.ptr, t->type);
+    if (t->ne[0] % ti.block_elems)
+        return kr_fail(KR_ERR_FORMAT, "%s: tensor '%.*s': row length %" PRId64 " is not a multiple of the %s block (%u)",
+                       c->path, nl, t->name.ptr, t->ne[0], ti.name, ti.block_elems);
+    t->nbytes = (size_t)(numel / ti.block_elems * ti.block_bytes);
+    return KR_OK;
+}
+
+static kr_status parse_tensor_infos(kr_gguf *g, cursor *c) {
+    /* a tensor info takes at least 8 (name length) + 4 + 8 + 4 + 8 bytes */
+    if (g->n_tensors > left(c) / 32)
+        return kr_fail(KR_ERR_FORMAT, "%s: header claims %" PRIu64 " tensors but only %zu bytes remain", c->path,
+                       g->n_tensors, left(c));
+    g->tensors = calloc(g->n_tensors ? g->n_tensors : 1, sizeof *g->tensors);
+    g->tensor_index = json_object();
+    if (!g->tensors || !g->tensor_index)
+        return kr_fail(KR_ERR_NOMEM, "%s: out of memory for the tensor table", c->path);
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        kr_gguf_tensor *t = &g->tensors[i];
+        KR_TRY(parse_tensor_info(c, t, i));
+        if (json_object_getn(g->tensor_index, t->name.ptr, t->name.len))
+            return kr_fail(KR_ERR_FORMAT, "%s: tensor '%.*s' appears twice", c->path, (int)t->name.len, t->name.ptr);
+        json_object_setn_new(g->tensor_index, t->name.ptr, t->name.len, json_integer((json_int_t)i));
+    }
+    int64_t align = 32;
+    KR_TRY(kr_gguf_opt_int(g, "general.alignment", &align));
+    if (align <= 0 || align > (1 << 20) || (align & (align - 1)))
+        return kr_fail(KR_ERR_FORMAT, "%s: general.alignment %" PRId64 " is not a power of two", c->path, align);
+    size_t pos = (size_t)(c->p - g->file.data);
+    size_t data_start = (pos + (size_t)align - 1) / (size_t)align * (size_t)align;
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        kr_gguf_tensor *t = &g->tensors[i];
+        int nl = (int)(t->name.len < 120 ? t->name.len : 120);
+        if (t->offset % (uint64_t)align)
+            return kr_fail(KR_ERR_FORMAT, "%s: tensor '%.*s' offset %" PRIu64 " is not aligned to %" PRId64, c->path, nl,
+                           t->name.ptr, t->offset, align);
+        if (data_start > g->file.size || t->offset > g->file.size - data_start ||
+            t->nbytes > g->file.size - data_start - t->offset)
+            return kr_fail(KR_ERR_FORMAT,
+                           "%s: tensor '%.*s' data [%" PRIu64 ", +%zu) lies past the end of the file (%zu bytes; "
+                           "truncated?)",
+                           c->path, nl, t->name.ptr, (uint64_t)data_start + t->offset, t->nbytes, g->file.size);
+        t->data = g->file.data + data_start + t->offset;
+    }
+    return KR_OK;
+}
+
 static kr_status parse(kr_gguf *g) {
     /* checked first: an empty file has no mapping to point into */
     if (g->file.size < 4 || memcmp(g->file.data, "GGUF", 4) != 0)
@@ -158,7 +236,7 @@ static kr_status parse(kr_gguf *g) {
     }
     g->n_kv = (size_t)n_kv;
     g->tensor_info_offset = (size_t)(c.p - g->file.data);
-    return KR_OK;
+    return parse_tensor_infos(g, &c);
 }
 
 kr_status kr_gguf_open(const char *path, kr_gguf **out) {
@@ -183,8 +261,17 @@ void kr_gguf_close(kr_gguf *g) {
     for (size_t i = 0; i < g->n_kv; i++)
         free(g->kvs[i].str_offs);
     free(g->kvs);
+    free(g->tensors);
+    json_decref(g->tensor_index);
     kr_unmap_file(&g->file);
     free(g);
+}
+
+const kr_gguf_tensor *kr_gguf_tensor_at(const kr_gguf *g, uint64_t i) { return i < g->n_tensors ? &g->tensors[i] : NULL; }
+
+const kr_gguf_tensor *kr_gguf_find_tensor(const kr_gguf *g, const char *name) {
+    json_t *v = json_object_get(g->tensor_index, name);
+    return v ? &g->tensors[json_integer_value(v)] : NULL;
 }
 
 const char *kr_gguf_path(const kr_gguf *g) { return g->file.path; }

@@ -1,8 +1,8 @@
 /* GGUF (llama.cpp) container reader: header and metadata key/values, memory-mapped, zero-copy.
  * Opening validates the whole metadata section against the file size (every string and array length
  * is checked before it is used), so a truncated or lying file is an error, never an out-of-bounds read.
- * Supports GGUF v2 and v3 (64-bit counts). Tensor infos start at kr_gguf_tensor_info_offset(); reading
- * them is a later extension of this module. */
+ * Supports GGUF v2 and v3 (64-bit counts). Tensor infos are validated too: known ggml type, whole blocks
+ * per row, aligned offsets, data inside the file. */
 #ifndef KR_WEIGHTS_GGUF_H
 #define KR_WEIGHTS_GGUF_H
 
@@ -45,6 +45,18 @@ typedef struct {
 
 typedef struct kr_gguf kr_gguf;
 
+/* A tensor: dimensions in ggml order (ne[0] is the contiguous one: a PyTorch [out, in] matrix is
+ * ne = {in, out}), its ggml type (weights/ggml_quants.h) and its bytes inside the mapping. */
+typedef struct {
+    kr_gguf_str name;
+    uint32_t type;
+    int n_dims;
+    int64_t ne[4]; /* unused dimensions are 1 */
+    uint64_t offset;
+    const uint8_t *data;
+    size_t nbytes;
+} kr_gguf_tensor;
+
 kr_status kr_gguf_open(const char *path, kr_gguf **out);
 void kr_gguf_close(kr_gguf *g);
 
@@ -73,6 +85,9 @@ kr_status kr_gguf_opt_num(const kr_gguf *g, const char *key, double *out);
 /* An array whose elements have type elem (required when req, NULL when absent for opt). */
 kr_status kr_gguf_req_array(const kr_gguf *g, const char *key, kr_gguf_type elem, const kr_gguf_kv **out);
 kr_status kr_gguf_opt_array(const kr_gguf *g, const char *key, kr_gguf_type elem, const kr_gguf_kv **out);
+
+const kr_gguf_tensor *kr_gguf_tensor_at(const kr_gguf *g, uint64_t i); /* NULL past the end */
+const kr_gguf_tensor *kr_gguf_find_tensor(const kr_gguf *g, const char *name); /* NULL when absent */
 
 /* Element i of an array (i < kv->n is the caller's to check: programmer error otherwise). */
 kr_gguf_str kr_gguf_arr_str(const kr_gguf_kv *kv, uint64_t i);
