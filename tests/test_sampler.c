@@ -21,7 +21,7 @@ static void probs_of(kr_sampler_params p, const int32_t *h, size_t nh, float *ou
         CHECK(0, "create: %s", kr_error());
         return;
     }
-    kr_sampler_probs(s, logits, h, nh, out);
+    kr_sampler_probs(s, logits, h, nh, 0, out);
     kr_sampler_free(s);
 }
 
@@ -74,10 +74,12 @@ int main(void) {
     double s1 = .5 + .3 / M_E + .15 + .05;
     expect("presence+frequency", q, .5 / s1, .3 / M_E / s1, .15 / s1, .05 / s1);
 
-    p.penalty_last_n = 1; /* only the last token counts: seen once, logit -= 0.75 */
-    probs_of(p, h1, 2, q);
-    double s2 = .5 + .3 * exp(-.75) + .15 + .05;
-    expect("penalty window", q, .5 / s2, .3 * exp(-.75) / s2, .15 / s2, .05 / s2);
+    p = plain();
+    p.repetition_penalty = 2;
+    p.penalty_last_n = 1; /* only the last token (1) is in the window: ln .3 * 2 = ln .09 */
+    int32_t h01[] = {0, 1};
+    probs_of(p, h01, 2, q);
+    expect("repetition window", q, .5 / .79, .09 / .79, .15 / .79, .05 / .79);
 
     /* greedy: argmax after penalties */
     p = plain();
@@ -99,7 +101,7 @@ int main(void) {
         float la[4], lb[4];
         for (int k = 0; k < 4; k++)
             la[k] = lb[k] = logf(P[k]);
-        int32_t x = kr_sampler_sample(a, la, NULL, 0), y = kr_sampler_sample(b, lb, NULL, 0);
+        int32_t x = kr_sampler_sample(a, la, NULL, 0, 0), y = kr_sampler_sample(b, lb, NULL, 0, 0);
         same &= x == y;
         counts[x]++;
     }
@@ -111,6 +113,31 @@ int main(void) {
     }
     kr_sampler_free(a);
     kr_sampler_free(b);
+
+    /* a tiny temperature is greedy in effect, not a NaN draw that falls through to the worst token */
+    p = plain();
+    p.temperature = 1e-30f;
+    probs_of(p, NULL, 0, q);
+    expect("temperature 1e-30", q, 1, 0, 0, 0);
+    kr_sampler *t;
+    CHECK(kr_sampler_create(&p, 4, &t) == KR_OK, "create");
+    float lt[4] = {10, 1, 0.5f, NAN};
+    CHECK(kr_sampler_sample(t, lt, NULL, 0, 0) == 0, "tiny temperature with a NaN logit draws the best token");
+    kr_sampler_free(t);
+
+    /* presence/frequency count generated tokens only: token 1 in the prompt is not penalized */
+    p = plain();
+    p.presence_penalty = 0.5f;
+    p.frequency_penalty = 0.25f;
+    float lp[4];
+    for (int k = 0; k < 4; k++)
+        lp[k] = logf(P[k]);
+    CHECK(kr_sampler_create(&p, 4, &t) == KR_OK, "create");
+    int32_t h2[] = {1, 1, 2};
+    kr_sampler_probs(t, lp, h2, 3, 2, q); /* prompt = {1, 1}; generated = {2}: logit 2 -= 0.75 */
+    double s3 = .5 + .3 + .15 * exp(-.75) + .05;
+    expect("penalties skip the prompt", q, .5 / s3, .3 / s3, .15 * exp(-.75) / s3, .05 / s3);
+    kr_sampler_free(t);
 
     /* bad parameters name themselves */
     kr_sampler_params bad = plain();

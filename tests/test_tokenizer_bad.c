@@ -180,7 +180,7 @@ static void put_str(wbuf *b, const char *s) {
 }
 
 /* A gpt2-model GGUF with the 256 byte tokens (only printable ASCII spelled as itself matters here). */
-static void make_gguf(wbuf *b, uint64_t tokens_len_override) {
+static void make_gguf(wbuf *b, uint64_t tokens_len_override, const char *last_token) {
     b->n = 0;
     put(b, "GGUF", 4);
     put_u32(b, 3);
@@ -208,7 +208,7 @@ static void make_gguf(wbuf *b, uint64_t tokens_len_override) {
         put_str(b, u);
     }
     put_str(b, "ab");
-    put_str(b, "<|eot|>");
+    put_str(b, last_token);
     put_str(b, "tokenizer.ggml.merges");
     put_u32(b, KR_GGUF_ARRAY);
     put_u32(b, KR_GGUF_STRING);
@@ -220,7 +220,7 @@ static void gguf_cases(void) {
     wbuf b = {0};
     char path[512], msg[1024];
     snprintf(path, sizeof path, "%s/v.gguf", dir);
-    make_gguf(&b, 0);
+    make_gguf(&b, 0, "<|eot|>");
     test_write(path, b.p, b.n);
     kr_tokenizer *t = load_tok(path);
     if (t) {
@@ -232,6 +232,19 @@ static void gguf_cases(void) {
         free(ids);
         kr_tokenizer_free(t);
     }
+    /* a token that is not UTF-8 (GGUF strings are unchecked bytes): loading must not read past it */
+    make_gguf(&b, 0, "\xF4");
+    test_write(path, b.p, b.n);
+    kr_tokenizer *bad_utf8 = NULL;
+    if (kr_tokenizer_load(path, &bad_utf8) == KR_OK) {
+        int32_t id = 257;
+        char *text = NULL;
+        kr_tokenizer_decode(bad_utf8, &id, 1, false, &text);
+        free(text);
+        kr_tokenizer_free(bad_utf8);
+    }
+    make_gguf(&b, 0, "<|eot|>");
+    test_write(path, b.p, b.n);
     kr_gguf *g;
     CHECK(kr_gguf_open(path, &g) == KR_OK, "gguf open: %s", kr_error());
     if (g) {
@@ -269,7 +282,7 @@ static void gguf_cases(void) {
     }
     CHECK(errors == (int)((full + 6) / 7), "all %zu truncations rejected (%d)", (full + 6) / 7, errors);
     /* a lying array length */
-    make_gguf(&b, 1ull << 60);
+    make_gguf(&b, 1ull << 60, "<|eot|>");
     test_write(path, b.p, b.n);
     kr_gguf *g4 = NULL;
     CHECK(kr_gguf_open(path, &g4) == KR_ERR_FORMAT, "absurd array length");
@@ -278,7 +291,7 @@ static void gguf_cases(void) {
              path, left);
     CHECK(strcmp(kr_error(), msg) == 0, "message\n  got : %s\n  want: %s", kr_error(), msg);
     /* absurd key count */
-    make_gguf(&b, 0);
+    make_gguf(&b, 0, "<|eot|>");
     uint64_t huge = 1ull << 62;
     memcpy(b.p + 16, &huge, 8);
     test_write(path, b.p, b.n);

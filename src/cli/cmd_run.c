@@ -30,10 +30,29 @@ static void on_sigint(int sig) {
     interrupted = 1;
 }
 
+/* The text shown so far of the current answer: chat keeps exactly what the user saw as the assistant's
+ * turn (without the stop string that ended it). */
+typedef struct {
+    char *text;
+    size_t len, cap;
+} shown_text;
+
 static bool print_text(void *user, const char *text, size_t len) {
-    (void)user;
     fwrite(text, 1, len, stdout);
     fflush(stdout);
+    shown_text *shown = user;
+    if (shown && shown->len + len + 1 > shown->cap) {
+        size_t cap = (shown->len + len + 1) * 2;
+        char *p = realloc(shown->text, cap);
+        if (!p)
+            return false;
+        shown->text = p;
+        shown->cap = cap;
+    }
+    if (shown) {
+        memcpy(shown->text + shown->len, text, len);
+        shown->text[shown->len += len] = '\0';
+    }
     return !interrupted;
 }
 
@@ -71,8 +90,13 @@ static kr_status chat_prompt(const kr_tokenizer *tok, json_t *messages, int32_t 
     return s;
 }
 
-static void add_message(json_t *messages, const char *role, const char *content) {
-    json_array_append_new(messages, json_pack("{s:s, s:s}", "role", role, "content", content));
+/* Fails (naming the flag or input) when content is not valid UTF-8, which JSON cannot carry. */
+static kr_status add_message(json_t *messages, const char *role, const char *content, const char *what) {
+    json_t *m = json_pack("{s:s, s:s}", "role", role, "content", content);
+    if (!m)
+        return kr_fail(KR_ERR_ARG, "%s is not valid UTF-8", what);
+    json_array_append_new(messages, m);
+    return KR_OK;
 }
 
 int kr_cmd_run(int argc, char **argv) {
@@ -94,10 +118,11 @@ int kr_cmd_run(int argc, char **argv) {
     kr_status st;
     if (o.chat) {
         json_t *messages = json_array();
-        if (o.system)
-            add_message(messages, "system", o.system);
-        add_message(messages, "user", o.prompt);
-        st = chat_prompt(tok, messages, &ids, &n);
+        st = o.system ? add_message(messages, "system", o.system, "--system") : KR_OK;
+        if (st == KR_OK)
+            st = add_message(messages, "user", o.prompt, "--prompt");
+        if (st == KR_OK)
+            st = chat_prompt(tok, messages, &ids, &n);
         json_decref(messages);
     } else {
         st = kr_tokenizer_encode(tok, o.prompt, strlen(o.prompt), (kr_encode_options){.add_special = true}, &ids, &n);
@@ -115,12 +140,12 @@ int kr_cmd_run(int argc, char **argv) {
     return rc;
 }
 
-/* one line from stdin without its newline; NULL at end of input */
-static char *read_line(void) {
-    static char buf[1 << 16];
+/* One line from stdin without its newline (any length; *buf is reused); NULL at end of input. */
+static char *read_line(char **buf, size_t *cap) {
     fputs("> ", stdout);
     fflush(stdout);
-    while (!fgets(buf, sizeof buf, stdin)) {
+    ssize_t n;
+    while ((n = getline(buf, cap, stdin)) < 0) {
         if (ferror(stdin) && errno == EINTR && interrupted) { /* Ctrl-C at the prompt: a fresh prompt */
             clearerr(stdin);
             interrupted = 0;
@@ -130,8 +155,8 @@ static char *read_line(void) {
         }
         return NULL;
     }
-    buf[strcspn(buf, "\n")] = '\0';
-    return buf;
+    (*buf)[strcspn(*buf, "\n")] = '\0';
+    return *buf;
 }
 
 int kr_cmd_chat(int argc, char **argv) {
@@ -149,37 +174,43 @@ int kr_cmd_chat(int argc, char **argv) {
     struct sigaction sa = {.sa_handler = on_sigint}; /* no SA_RESTART: Ctrl-C interrupts the read */
     sigaction(SIGINT, &sa, NULL);
     json_t *messages = json_array();
-    if (o.system)
-        add_message(messages, "system", o.system);
+    if (o.system && add_message(messages, "system", o.system, "--system") != KR_OK) {
+        json_decref(messages);
+        kr_gen_close(m, tok, s);
+        return kr_cli_fail();
+    }
     fprintf(stderr, "krasis chat: %s (Ctrl-C stops an answer, Ctrl-D quits)\n", o.model);
-    char *line;
-    while ((line = read_line()) != NULL) {
+    char *line, *buf = NULL;
+    size_t cap = 0;
+    while ((line = read_line(&buf, &cap)) != NULL) {
         if (!strcmp(line, "/exit") || !strcmp(line, "/quit"))
             break;
         if (!line[0])
             continue;
-        add_message(messages, "user", line);
+        if (add_message(messages, "user", line, "the message") != KR_OK) {
+            kr_cli_fail();
+            continue;
+        }
         int32_t *ids = NULL;
         size_t n = 0;
         kr_gen_stats stats;
+        shown_text answer = {0};
         interrupted = 0;
         kr_status st = chat_prompt(tok, messages, &ids, &n);
         if (st == KR_OK)
-            st = kr_session_generate(s, ids, n, &o.gen, print_text, NULL, &stats);
+            st = kr_session_generate(s, ids, n, &o.gen, print_text, &answer, &stats);
         free(ids);
+        if (st == KR_OK)
+            st = add_message(messages, "assistant", answer.text ? answer.text : "", "the answer");
+        free(answer.text);
         if (st != KR_OK) {
             kr_cli_fail();
             json_array_remove(messages, json_array_size(messages) - 1);
             continue;
         }
-        size_t nout;
-        const int32_t *out = kr_session_last_output(s, &nout);
-        char *answer = NULL;
-        if (kr_tokenizer_decode(tok, out, nout, true, &answer) == KR_OK)
-            add_message(messages, "assistant", answer);
-        free(answer);
         print_stats(&stats, o.gen.sampling.seed);
     }
+    free(buf);
     json_decref(messages);
     kr_gen_close(m, tok, s);
     return rc;

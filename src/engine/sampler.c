@@ -4,6 +4,7 @@
 #include "engine/sampler.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -99,23 +100,34 @@ void kr_sampler_free(kr_sampler *s) {
     free(s);
 }
 
-static void apply_penalties(kr_sampler *s, float *logits, const int32_t *history, size_t n) {
+/* Repetition penalty (HF / llama.cpp): every distinct token of the last penalty_last_n tokens, prompt
+ * included. Presence and frequency penalties (OpenAI): counts over the generated tokens only. */
+static void apply_penalties(kr_sampler *s, float *logits, const int32_t *history, size_t n, size_t n_prompt) {
     const kr_sampler_params *p = &s->p;
-    if (p->repetition_penalty == 1 && p->presence_penalty == 0 && p->frequency_penalty == 0)
-        return;
-    size_t first = p->penalty_last_n && n > (size_t)p->penalty_last_n ? n - (size_t)p->penalty_last_n : 0;
-    for (size_t i = first; i < n; i++)
-        if (history[i] >= 0 && history[i] < s->vocab)
-            s->seen[history[i]]++;
-    for (size_t i = first; i < n; i++) {
-        int32_t t = history[i];
-        if (t < 0 || t >= s->vocab || s->seen[t] == 0)
-            continue; /* already penalized (counts are cleared below on first visit) */
-        float l = logits[t];
-        l = l > 0 ? l / p->repetition_penalty : l * p->repetition_penalty;
-        l -= p->presence_penalty + p->frequency_penalty * (float)s->seen[t];
-        logits[t] = l;
-        s->seen[t] = 0;
+    if (p->repetition_penalty != 1) {
+        size_t first = p->penalty_last_n && n > (size_t)p->penalty_last_n ? n - (size_t)p->penalty_last_n : 0;
+        for (size_t i = first; i < n; i++) {
+            int32_t t = history[i];
+            if (t < 0 || t >= s->vocab || s->seen[t])
+                continue;
+            s->seen[t] = 1;
+            logits[t] = logits[t] > 0 ? logits[t] / p->repetition_penalty : logits[t] * p->repetition_penalty;
+        }
+        for (size_t i = first; i < n; i++)
+            if (history[i] >= 0 && history[i] < s->vocab)
+                s->seen[history[i]] = 0;
+    }
+    if (p->presence_penalty != 0 || p->frequency_penalty != 0) {
+        for (size_t i = n_prompt; i < n; i++)
+            if (history[i] >= 0 && history[i] < s->vocab)
+                s->seen[history[i]]++;
+        for (size_t i = n_prompt; i < n; i++) {
+            int32_t t = history[i];
+            if (t < 0 || t >= s->vocab || s->seen[t] == 0)
+                continue; /* already penalized: the count is cleared on the first visit */
+            logits[t] -= p->presence_penalty + p->frequency_penalty * (float)s->seen[t];
+            s->seen[t] = 0;
+        }
     }
 }
 
@@ -126,26 +138,36 @@ static int by_logit_desc(const void *a, const void *b) {
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
+/* NaN never wins: a comparison with NaN is false */
 static int32_t argmax(const float *logits, int64_t n) {
     int64_t best = 0;
     for (int64_t i = 1; i < n; i++)
-        if (logits[i] > logits[best])
+        if (logits[i] > logits[best] || isnan(logits[best]))
             best = i;
     return (int32_t)best;
 }
 
-/* Applies temperature and the truncations; leaves n kept candidates with probabilities in s->prob[0..n). */
+/* Applies temperature and the truncations; leaves n kept candidates with probabilities in s->prob[0..n).
+ * Logits are shifted by their maximum before the division, so any temperature > 0 stays finite; NaN
+ * logits count as -inf. Without a truncation the candidates stay in id order (no sort needed). */
 static size_t filter(kr_sampler *s, const float *logits) {
     const kr_sampler_params *p = &s->p;
     size_t n = (size_t)s->vocab;
+    float max = -INFINITY;
     for (size_t i = 0; i < n; i++)
-        s->cand[i] = (candidate){(int32_t)i, logits[i] / p->temperature};
-    qsort(s->cand, n, sizeof *s->cand, by_logit_desc);
+        max = logits[i] > max ? logits[i] : max;
+    for (size_t i = 0; i < n; i++) {
+        float l = isnan(logits[i]) ? -INFINITY : (logits[i] - max) / p->temperature;
+        s->cand[i] = (candidate){(int32_t)i, l};
+    }
+    bool truncates = (p->top_k > 0 && (size_t)p->top_k < n) || p->top_p < 1 || p->min_p > 0;
+    if (truncates)
+        qsort(s->cand, n, sizeof *s->cand, by_logit_desc);
     if (p->top_k > 0 && (size_t)p->top_k < n)
         n = (size_t)p->top_k;
-    double sum = 0, max = s->cand[0].logit;
+    double sum = 0;
     for (size_t i = 0; i < n; i++) {
-        s->prob[i] = expf((float)(s->cand[i].logit - max));
+        s->prob[i] = expf(s->cand[i].logit);
         sum += s->prob[i];
     }
     for (size_t i = 0; i < n; i++)
@@ -171,22 +193,31 @@ static size_t filter(kr_sampler *s, const float *logits) {
     return n;
 }
 
-int32_t kr_sampler_sample(kr_sampler *s, float *logits, const int32_t *history, size_t n_history) {
-    apply_penalties(s, logits, history, n_history);
-    if (s->p.temperature == 0)
-        return argmax(logits, s->vocab);
-    size_t n = filter(s, logits);
+/* The draw: the first candidate whose cumulative probability passes r; rounding leftovers go to the
+ * most likely kept candidate, never to the least likely one. */
+static int32_t draw(kr_sampler *s, size_t n) {
     double r = next_unit(s->rng), cum = 0;
+    size_t best = 0;
     for (size_t i = 0; i < n; i++) {
         cum += s->prob[i];
         if (r < cum)
             return s->cand[i].id;
+        if (s->prob[i] > s->prob[best])
+            best = i;
     }
-    return s->cand[n - 1].id;
+    return s->cand[best].id;
 }
 
-void kr_sampler_probs(kr_sampler *s, float *logits, const int32_t *history, size_t n_history, float *probs) {
-    apply_penalties(s, logits, history, n_history);
+int32_t kr_sampler_sample(kr_sampler *s, float *logits, const int32_t *history, size_t n_history, size_t n_prompt) {
+    apply_penalties(s, logits, history, n_history, n_prompt);
+    if (s->p.temperature == 0)
+        return argmax(logits, s->vocab);
+    return draw(s, filter(s, logits));
+}
+
+void kr_sampler_probs(kr_sampler *s, float *logits, const int32_t *history, size_t n_history, size_t n_prompt,
+                      float *probs) {
+    apply_penalties(s, logits, history, n_history, n_prompt);
     memset(probs, 0, (size_t)s->vocab * sizeof *probs);
     if (s->p.temperature == 0) {
         probs[argmax(logits, s->vocab)] = 1;

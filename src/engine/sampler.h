@@ -18,9 +18,9 @@ typedef struct {
     float top_p;              /* 1: off */
     float min_p;              /* 0: off */
     float repetition_penalty; /* 1: off. HF/llama.cpp: positive logits / r, negative * r, for tokens seen */
-    float presence_penalty;   /* 0: off. OpenAI: logit -= presence if the token was seen */
-    float frequency_penalty;  /* 0: off. OpenAI: logit -= frequency * times seen */
-    int penalty_last_n;       /* how many recent tokens the penalties look at; 0: all */
+    float presence_penalty;   /* 0: off. OpenAI: logit -= presence if the token was generated */
+    float frequency_penalty;  /* 0: off. OpenAI: logit -= frequency * times generated */
+    int penalty_last_n;       /* how many recent tokens the repetition penalty looks at; 0: all */
     uint64_t seed;
 } kr_sampler_params;
 
@@ -34,11 +34,13 @@ kr_status kr_sampler_create(const kr_sampler_params *p, int64_t vocab, kr_sample
 void kr_sampler_free(kr_sampler *s);
 
 /* Picks the next token from logits[vocab] (modified in place by the penalties); history holds the
- * tokens so far (prompt and generated) for the penalties. */
-int32_t kr_sampler_sample(kr_sampler *s, float *logits, const int32_t *history, size_t n_history);
+ * tokens so far, the first n_prompt of them the prompt (the repetition penalty looks at both, presence
+ * and frequency penalties at the generated ones only). */
+int32_t kr_sampler_sample(kr_sampler *s, float *logits, const int32_t *history, size_t n_history, size_t n_prompt);
 
 /* The distribution kr_sampler_sample draws from, written to probs[vocab] (zeros outside the kept set).
  * For tests and for logprobs. logits is modified in place as in kr_sampler_sample. */
-void kr_sampler_probs(kr_sampler *s, float *logits, const int32_t *history, size_t n_history, float *probs);
+void kr_sampler_probs(kr_sampler *s, float *logits, const int32_t *history, size_t n_history, size_t n_prompt,
+                      float *probs);
 
 #endif

@@ -18,6 +18,8 @@ struct kr_session {
     float *logits;
     float *raw; /* [vocab]: the logits before the sampler changes them, for logprobs */
     size_t out_start, out_len; /* last call's generated tokens inside ids */
+    int32_t *unusable;         /* model ids the tokenizer has no token for (vocabularies are padded) */
+    size_t n_unusable;
 };
 
 static double now(void) {
@@ -47,6 +49,16 @@ kr_status kr_session_create(kr_model *m, const kr_tokenizer *tok, int64_t max_ct
     s->logits = malloc((size_t)m->hp.vocab * sizeof *s->logits);
     s->raw = malloc((size_t)m->hp.vocab * sizeof *s->raw);
     kr_status st = s->ids && s->logits && s->raw ? kr_kv_cache_create(m, &s->kv) : kr_fail(KR_ERR_NOMEM, "out of memory");
+    for (int32_t id = 0; st == KR_OK && id < m->hp.vocab; id++) {
+        size_t len;
+        if (kr_tokenizer_token_bytes(tok, id, &len))
+            continue;
+        int32_t *grown = realloc(s->unusable, (s->n_unusable + 1) * sizeof *grown);
+        if (!grown)
+            st = kr_fail(KR_ERR_NOMEM, "out of memory");
+        else
+            (s->unusable = grown)[s->n_unusable++] = id;
+    }
     if (st != KR_OK) {
         kr_session_free(s);
         return st;
@@ -62,6 +74,7 @@ void kr_session_free(kr_session *s) {
     free(s->ids);
     free(s->logits);
     free(s->raw);
+    free(s->unusable);
     free(s);
 }
 
@@ -168,9 +181,11 @@ kr_status kr_session_generate(kr_session *s, const int32_t *prompt, size_t n, co
     double t0 = now();
     st->finish = KR_FINISH_LENGTH;
     while (1) {
+        for (size_t i = 0; i < s->n_unusable; i++) /* never sample a token that cannot be shown */
+            s->logits[s->unusable[i]] = -INFINITY;
         if (p->logprobs)
             memcpy(s->raw, s->logits, (size_t)s->model->hp.vocab * sizeof *s->raw);
-        int32_t id = kr_sampler_sample(sampler, s->logits, s->ids, len);
+        int32_t id = kr_sampler_sample(sampler, s->logits, s->ids, len, n);
         if (!p->ignore_eos && is_eos(s->tok, id)) {
             st->finish = KR_FINISH_STOP;
             break;

@@ -32,7 +32,7 @@ kr_status kr_parse_int_field(const json_t *cfg, const char *key, const char *whe
     return KR_OK;
 }
 
-static double yarn_mscale(double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * log(scale) + 1.0; }
+double kr_yarn_mscale(double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * log(scale) + 1.0; }
 
 kr_status kr_parse_rope(const json_t *cfg, const char *where, int rotary_dim, bool interleaved, kr_rope_config *rope) {
     memset(rope, 0, sizeof *rope);
@@ -98,9 +98,9 @@ kr_status kr_parse_rope(const json_t *cfg, const char *where, int rotary_dim, bo
     if (af >= 0)
         rope->attention_factor = af;
     else if (rope->mscale != 0 && rope->mscale_all_dim != 0)
-        rope->attention_factor = yarn_mscale(rope->factor, rope->mscale) / yarn_mscale(rope->factor, rope->mscale_all_dim);
+        rope->attention_factor = kr_yarn_mscale(rope->factor, rope->mscale) / kr_yarn_mscale(rope->factor, rope->mscale_all_dim);
     else
-        rope->attention_factor = yarn_mscale(rope->factor, 1.0);
+        rope->attention_factor = kr_yarn_mscale(rope->factor, 1.0);
     return KR_OK;
 }
 
@@ -124,8 +124,11 @@ static kr_status parse_quantization(const json_t *cfg, const char *where, kr_hpa
     if (bs && !json_is_null(bs)) {
         if (!json_is_array(bs) || json_array_size(bs) != 2 || !json_is_integer(json_array_get(bs, 0)) ||
             !json_is_integer(json_array_get(bs, 1)) || json_integer_value(json_array_get(bs, 0)) <= 0 ||
-            json_integer_value(json_array_get(bs, 1)) <= 0)
-            return kr_fail(KR_ERR_FORMAT, "%s: 'weight_block_size' must be [rows, cols] of positive integers", qwhere);
+            json_integer_value(json_array_get(bs, 1)) <= 0 ||
+            json_integer_value(json_array_get(bs, 0)) > KR_MAX_CONFIG_INT ||
+            json_integer_value(json_array_get(bs, 1)) > KR_MAX_CONFIG_INT)
+            return kr_fail(KR_ERR_FORMAT, "%s: 'weight_block_size' must be [rows, cols] of integers in [1, %d]", qwhere,
+                           KR_MAX_CONFIG_INT);
         hp->fp8_block_rows = json_integer_value(json_array_get(bs, 0));
         hp->fp8_block_cols = json_integer_value(json_array_get(bs, 1));
     }

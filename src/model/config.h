@@ -95,6 +95,8 @@ const char *kr_family_name(kr_family f);
 
 /* Shared by the family parsers (config.c). Integer fields must lie in [min, KR_MAX_CONFIG_INT]. */
 #define KR_MAX_CONFIG_INT (1 << 24)
+/* YaRN's magnitude correction 0.1 * m * ln(scale) + 1 (1 when scale <= 1), as transformers defines it. */
+double kr_yarn_mscale(double scale, double m);
 kr_status kr_parse_rope(const json_t *cfg, const char *where, int rotary_dim, bool interleaved, kr_rope_config *rope);
 kr_status kr_parse_int_field(const json_t *cfg, const char *key, const char *where, bool required, int64_t min,
                              int64_t *out);

@@ -15,8 +15,6 @@
 #include "base/json.h"
 #include "model/model.h"
 
-static double yarn_mscale(double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * log(scale) + 1.0; }
-
 static kr_status parse_router(const json_t *cfg, const char *where, bool v3, kr_hparams *hp) {
     kr_router_config *rc = &hp->router;
     const char *method = v3 ? "noaux_tc" : "greedy", *scoring = v3 ? "sigmoid" : "softmax";
@@ -112,6 +110,9 @@ kr_status kr_deepseek2_parse_config(const json_t *cfg, const char *where, kr_hpa
         if (n_experts % rc->n_group || rc->topk_group > rc->n_group)
             return kr_fail(KR_ERR_FORMAT, "%s: n_group %d must divide n_routed_experts %lld and be >= topk_group %d",
                            where, rc->n_group, (long long)n_experts, rc->topk_group);
+        if (rc->group_rule == KR_GROUP_TOP2_SUM && rc->n_group > 1 && n_experts / rc->n_group < 2)
+            return kr_fail(KR_ERR_FORMAT, "%s: n_group %d leaves fewer than 2 experts per group (noaux_tc scores a group "
+                           "by its top 2)", where, rc->n_group);
         if (top_k > n_experts / rc->n_group * rc->topk_group)
             return kr_fail(KR_ERR_FORMAT, "%s: num_experts_per_tok %lld exceeds the experts of the topk_group groups",
                            where, (long long)top_k);
@@ -123,7 +124,7 @@ kr_status kr_deepseek2_parse_config(const json_t *cfg, const char *where, kr_hpa
     KR_TRY(kr_parse_rope(cfg, where, (int)hp->qk_rope_dim, interleave, &hp->rope));
     hp->attn_scale = 1.0 / sqrt((double)hp->head_dim);
     if (hp->rope.yarn && hp->rope.mscale_all_dim != 0) {
-        double m = yarn_mscale(hp->rope.factor, hp->rope.mscale_all_dim);
+        double m = kr_yarn_mscale(hp->rope.factor, hp->rope.mscale_all_dim);
         hp->attn_scale *= m * m;
     }
     return KR_OK;

@@ -31,7 +31,8 @@ kr_status kr_glm4moe_parse_config(const json_t *cfg, const char *where, kr_hpara
     double scale = 1.0;
     KR_TRY(kr_json_opt_bool(cfg, "norm_topk_prob", where, &norm));
     KR_TRY(kr_json_opt_num(cfg, "routed_scaling_factor", where, &scale));
-    if (n_experts > 0 && (n_experts % n_group || topk_group > n_group || top_k > n_experts / n_group * topk_group))
+    if (n_experts > 0 && (n_experts % n_group || topk_group > n_group || top_k > n_experts / n_group * topk_group ||
+                          (n_group > 1 && n_experts / n_group < 2)))
         return kr_fail(KR_ERR_FORMAT, "%s: n_group %lld / topk_group %lld / num_experts_per_tok %lld do not fit %lld experts",
                        where, (long long)n_group, (long long)topk_group, (long long)top_k, (long long)n_experts);
     hp->router = (kr_router_config){.n_experts = (int)n_experts, .top_k = (int)top_k, .scoring = KR_SCORE_SIGMOID,

@@ -186,7 +186,11 @@ static bool prompt_tokens(kr_engine *e, const kr_oai_request *r, int32_t **ids, 
                                  i, r->prompt_ids[i], (long long)vocab);
                 return false;
             }
-        *ids = malloc(r->n_prompt_ids * sizeof **ids);
+        *ids = malloc((r->n_prompt_ids ? r->n_prompt_ids : 1) * sizeof **ids);
+        if (!*ids) {
+            kr_oai_error_set(err, 500, NULL, "out_of_memory", "out of memory for the prompt");
+            return false;
+        }
         memcpy(*ids, r->prompt_ids, r->n_prompt_ids * sizeof **ids);
         *n = r->n_prompt_ids;
         return true;
@@ -276,13 +280,19 @@ static void run_job(kr_engine *e, kr_job *j) {
     if (s == KR_OK)
         kr_metrics_generation(e->c.metrics, &st, kr_session_kv_len(e->c.session));
 
-    if (s != KR_OK) {
-        kr_oai_error_set(&err, 500, NULL, "generation_failed", "generation failed: %s", kr_error());
+    bool shutting_down = s == KR_OK && st.finish == KR_FINISH_CANCELLED && !kr_job_is_cancelled(j) &&
+                         atomic_load(&e->stopping);
+    if (s != KR_OK || shutting_down) {
+        if (s != KR_OK)
+            kr_oai_error_set(&err, 500, NULL, "generation_failed", "generation failed: %s", kr_error());
+        else /* the answer was cut by the server stopping, not by the client: say so, never a silent 200 */
+            kr_oai_error_set(&err, 503, NULL, "server_shutting_down", "the server is shutting down");
         if (g.stream) { /* the status is sent already: the error goes in the stream */
             char *body = kr_oai_error_body(&err);
-            json_t *o = json_loads(body, 0, NULL);
+            json_t *o = body ? json_loads(body, 0, NULL) : NULL;
             free(body);
-            send_event(&g, o);
+            if (o)
+                send_event(&g, o);
             kr_queue_done(e->c.queue);
             kr_job_write(j, "data: [DONE]\n\n", 14);
             job_done(e, j, NULL);

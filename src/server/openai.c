@@ -27,6 +27,8 @@ json_t *kr_oai_string(const char *s, size_t len) {
         return j;
     /* not UTF-8: copy valid sequences, replace each bad byte by U+FFFD */
     char *buf = malloc(len * 3 + 1);
+    if (!buf)
+        return NULL;
     size_t o = 0;
     for (size_t i = 0; i < len;) {
         unsigned char c = (unsigned char)s[i];
@@ -154,6 +156,10 @@ static bool flatten_content(json_t *msg, size_t i, kr_oai_error *e) {
         len += json_string_length(text);
     }
     char *buf = malloc(len + 1), *p = buf;
+    if (!buf) {
+        kr_oai_error_set(e, 500, name, "out_of_memory", "out of memory for '%s'", name);
+        return false;
+    }
     json_array_foreach(c, k, part) {
         json_t *text = json_object_get(part, "text");
         memcpy(p, json_string_value(text), json_string_length(text));
@@ -206,6 +212,10 @@ static bool parse_messages(json_t *root, kr_oai_request *r, kr_oai_error *e) {
 static bool parse_ids(json_t *a, kr_oai_request *r, kr_oai_error *e) {
     r->n_prompt_ids = json_array_size(a);
     r->prompt_ids = malloc((r->n_prompt_ids ? r->n_prompt_ids : 1) * sizeof *r->prompt_ids);
+    if (!r->prompt_ids) {
+        kr_oai_error_set(e, 500, "prompt", "out_of_memory", "out of memory for 'prompt'");
+        return false;
+    }
     for (size_t i = 0; i < r->n_prompt_ids; i++) {
         json_t *v = json_array_get(a, i);
         if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX) {
@@ -240,14 +250,22 @@ static bool parse_prompt(json_t *root, kr_oai_request *r, kr_oai_error *e) {
     return parse_ids(p, r, e);
 }
 
+static bool add_stop(kr_oai_request *r, const char *stop, kr_oai_error *e) {
+    char *copy = strdup(stop);
+    if (!copy) {
+        kr_oai_error_set(e, 500, "stop", "out_of_memory", "out of memory for 'stop'");
+        return false;
+    }
+    r->stops[r->gen.n_stop++] = copy;
+    return true;
+}
+
 static bool parse_stop(json_t *root, kr_oai_request *r, kr_oai_error *e) {
     json_t *s = field(root, "stop");
     if (!s)
         return true;
-    if (json_is_string(s)) {
-        r->stops[r->gen.n_stop++] = strdup(json_string_value(s));
-        return true;
-    }
+    if (json_is_string(s))
+        return add_stop(r, json_string_value(s), e);
     if (!json_is_array(s))
         return wrong_type(e, "stop", "a string or an array of strings", s);
     if (json_array_size(s) > KR_OAI_MAX_STOPS) {
@@ -260,7 +278,8 @@ static bool parse_stop(json_t *root, kr_oai_request *r, kr_oai_error *e) {
     json_array_foreach(s, i, v) {
         if (!json_is_string(v))
             return wrong_type(e, "stop", "a string or an array of strings", s);
-        r->stops[r->gen.n_stop++] = strdup(json_string_value(v));
+        if (!add_stop(r, json_string_value(v), e))
+            return false;
     }
     return true;
 }

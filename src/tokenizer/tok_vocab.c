@@ -153,7 +153,7 @@ static kr_status tiktoken_specials(kr_tokenizer *t, int32_t n_base, const char *
                 if (kimi_specials[k].id == id)
                     content = kimi_specials[k].name;
         }
-        if (!content) {
+        if (!content || !content[0]) { /* an empty special token could never be matched: name it */
             snprintf(name, sizeof name, "<|reserved_token_%d|>", id);
             content = name;
         }

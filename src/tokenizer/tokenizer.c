@@ -389,7 +389,13 @@ kr_status tok_bytes_from_bytelevel(kr_tokenizer *t, int32_t id) {
     size_t n = 0, i = 0;
     bool all = true;
     while (i < k->piece_len) {
-        int l;
+        int l, pre;
+        bool inc;
+        /* a piece from a GGUF need not be valid UTF-8: never decode past its end */
+        if (!utf8_seq(p + i, k->piece_len - i, &pre, &inc)) {
+            all = false;
+            break;
+        }
         uint32_t cp = utf8_decode_at(p + i, &l);
         if (cp >= 324 || t->cp_to_byte[cp] < 0) {
             all = false;
