@@ -8,6 +8,7 @@
 
 #include "base/npy.h"
 #include "cli/commands.h"
+#include "cli/quant_options.h"
 #include "krasis.h"
 
 static kr_status parse_ids(const char *s, int32_t **ids, int64_t *n) {
@@ -35,7 +36,14 @@ static kr_status parse_ids(const char *s, int32_t **ids, int64_t *n) {
 int kr_cmd_logits(int argc, char **argv) {
     const char *model = NULL, *ids_arg = NULL, *out = NULL;
     bool all = false;
+    kr_quant_config qc;
+    kr_quant_defaults(&qc);
     for (int i = 1; i < argc; i++) {
+        int qrc = kr_quant_flag(argc, argv, &i, &qc);
+        if (qrc == 2)
+            return 2;
+        if (qrc == 1)
+            continue;
         if (strcmp(argv[i], "--ids") == 0 && i + 1 < argc)
             ids_arg = argv[++i];
         else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc)
@@ -60,7 +68,7 @@ int kr_cmd_logits(int argc, char **argv) {
     kr_kv_cache *kv = NULL;
     float *logits = NULL;
     int rc = 0;
-    if (parse_ids(ids_arg, &ids, &n) != KR_OK || kr_model_open(model, &m) != KR_OK ||
+    if (parse_ids(ids_arg, &ids, &n) != KR_OK || kr_model_open(model, &m) != KR_OK || kr_model_quantize(m, &qc) != KR_OK ||
         kr_kv_cache_create(m, &kv) != KR_OK) {
         rc = kr_cli_fail();
         goto done;

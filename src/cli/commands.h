@@ -10,6 +10,8 @@ int kr_cmd_perplexity(int argc, char **argv);
 int kr_cmd_tokenize(int argc, char **argv);
 int kr_cmd_detokenize(int argc, char **argv);
 int kr_cmd_template(int argc, char **argv);
+int kr_cmd_bench(int argc, char **argv);
+int kr_cmd_check(int argc, char **argv);
 int kr_cmd_serve(int argc, char **argv);
 
 /* Prints "krasis: <message>" for the current kr_error() to stderr and returns 1. */

@@ -39,6 +39,7 @@ static int parse_f(const char *flag, const char *v, float *out) {
 int kr_gen_options_parse(int argc, char **argv, const char *usage, kr_gen_options *o) {
     memset(o, 0, sizeof *o);
     o->gen.sampling = kr_sampler_defaults();
+    kr_quant_defaults(&o->quant);
     size_t nstop = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -52,7 +53,11 @@ int kr_gen_options_parse(int argc, char **argv, const char *usage, kr_gen_option
         }                                                              \
         i++;                                                           \
     } while (0)
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+        int qrc = kr_quant_flag(argc, argv, &i, &o->quant);
+        if (qrc == 2)
+            return 2;
+        if (qrc == 1) {
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
             VALUE();
             o->model = v;
         } else if (!strcmp(a, "--tokenizer")) {
@@ -148,7 +153,7 @@ int kr_gen_open(const kr_gen_options *o, kr_model **m, kr_tokenizer **tok, kr_se
     *m = NULL;
     *tok = NULL;
     *s = NULL;
-    if (kr_model_open(o->model, m) != KR_OK || kr_tokenizer_load(o->tokenizer ? o->tokenizer : o->model, tok) != KR_OK ||
+    if (kr_model_open(o->model, m) != KR_OK || kr_model_quantize(*m, &o->quant) != KR_OK || kr_tokenizer_load(o->tokenizer ? o->tokenizer : o->model, tok) != KR_OK ||
         kr_session_create(*m, *tok, o->ctx, s) != KR_OK) {
         kr_gen_close(*m, *tok, *s);
         *m = NULL;

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 
+#include "cli/quant_options.h"
 #include "engine/session.h"
 
 #define KR_MAX_STOPS 16
@@ -15,6 +16,7 @@ typedef struct {
     bool chat, ignore_eos, seed_given;
     const char *stops[KR_MAX_STOPS];
     kr_gen_params gen;
+    kr_quant_config quant; /* --expert-bits etc. (quant_options.h) */
 } kr_gen_options;
 
 /* Parses argv[1..]; returns 0 when done, 2 (after printing usage) on a bad or unknown flag. */

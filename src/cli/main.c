@@ -18,6 +18,8 @@ static const struct {
     {"template", kr_cmd_template, "template --template FILE.jinja|MODEL --messages FILE.json [...]   render a chat prompt"},
     {"serve", kr_cmd_serve, "serve -m MODEL [--host H] [--port P] [--api-key K]   OpenAI-compatible HTTP server"},
     {"info", kr_cmd_info, "info MODEL                          family, shapes, parameters, memory"},
+    {"bench", kr_cmd_bench, "bench (-m MODEL | --synthetic CONFIG.json) [--threads N] [--expert-bits 4|8] [--json]   decode/prefill speed vs roofline"},
+    {"check", kr_cmd_check, "check [-m MODEL]                    system report: SIMD, cores, NUMA, THP, memory"},
     {"logits", kr_cmd_logits, "logits MODEL --ids 1,2,3 [--all-positions] --out FILE.npy   float32 logits"},
 };
 

@@ -4,11 +4,18 @@
  * The family files supply attention; the FFN/MoE and the stack are here. */
 #include "model/model.h"
 
+#include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cpu/moe.h"
 #include "backend/cpu/ops.h"
+#include "backend/cpu/qlinear.h"
+#include "backend/cpu/threadpool.h"
+#include "base/mapfile.h"
+#include "weights/expert_cache.h"
 #include "backend/cpu/rope.h"
 #include "backend/cpu/router.h"
 
@@ -194,6 +201,8 @@ kr_status kr_model_open(const char *dir, kr_model **out) {
     if (!m)
         return kr_fail(KR_ERR_NOMEM, "out of memory");
     kr_status s = kr_hparams_load(dir, &m->hp);
+    if (s == KR_OK && !(m->dir = strdup(dir)))
+        s = kr_fail(KR_ERR_NOMEM, "out of memory");
     if (s == KR_OK)
         s = kr_st_open(dir, &m->st);
     if (s == KR_OK)
@@ -214,9 +223,13 @@ static void free_layer(kr_layer *L) {
     free(L->experts);
 }
 
+static void quant_free(struct kr_quant *Q);
+
 void kr_model_close(kr_model *m) {
     if (!m)
         return;
+    quant_free(m->quant);
+    free(m->dir);
     if (m->layers)
         for (int l = 0; l < m->hp.n_layers; l++)
             free_layer(&m->layers[l]);
@@ -319,6 +332,256 @@ static kr_status mlp_forward_alloc(const kr_mlp *mlp, const float *x, int64_t T,
     return s;
 }
 
+/* ---------------------------------------------------------------- quantized components */
+
+struct kr_quant {
+    kr_quant_config cfg;
+    kr_ecache cache;       /* routed experts, when routed_bits */
+    int *moe_slot;         /* [n_layers]: the layer's index among MoE layers, -1 for dense ones */
+    int n_moe;
+    kr_qexpert *shared;    /* [n_layers], when shared_bits */
+    kr_qexpert *dense;     /* [n_layers], when dense_bits */
+    kr_qmatrix lm_head;
+    bool q_lm_head;
+    void **mem;            /* owned quantized storage */
+    int n_mem;
+    kr_qmoe_ws *ws;        /* grows to the largest T seen, then is reused: a decode step allocates nothing */
+    kr_qlinear_ws lws;
+};
+
+static void quant_free(struct kr_quant *Q) {
+    if (!Q)
+        return;
+    kr_ecache_close(&Q->cache);
+    for (int i = 0; i < Q->n_mem; i++)
+        free(Q->mem[i]);
+    free(Q->mem);
+    free(Q->moe_slot);
+    free(Q->shared);
+    free(Q->dense);
+    kr_qmoe_ws_free(Q->ws);
+    kr_qlinear_ws_free(&Q->lws);
+    free(Q);
+}
+
+static void *quant_alloc(struct kr_quant *Q, size_t n) {
+    void **mem = realloc(Q->mem, (size_t)(Q->n_mem + 1) * sizeof *mem);
+    if (!mem)
+        return NULL;
+    Q->mem = mem;
+    void *p = aligned_alloc(64, (n + 63) / 64 * 64);
+    if (p)
+        Q->mem[Q->n_mem++] = p;
+    return p;
+}
+
+static kr_status quantize_matrix(struct kr_quant *Q, const kr_matrix *w, int bits, int gs, kr_qmatrix *out) {
+    KR_TRY(kr_qmatrix_shape(out, w->rows, w->cols, bits, gs));
+    uint8_t *q = quant_alloc(Q, (size_t)kr_qmatrix_qbytes(out));
+    float *sc = quant_alloc(Q, (size_t)kr_qmatrix_sbytes(out));
+    float *row = malloc((size_t)w->cols * sizeof *row);
+    if (!q || !sc || !row) {
+        free(row);
+        return kr_fail(KR_ERR_NOMEM, "out of memory quantizing a [%lld, %lld] matrix", (long long)w->rows,
+                       (long long)w->cols);
+    }
+    out->q = q;
+    out->s = sc;
+    for (int64_t r = 0; r < w->rows; r++) {
+        kr_matrix_row(w, r, row);
+        kr_quantize_row(out, r, row);
+    }
+    free(row);
+    return KR_OK;
+}
+
+/* gate and up interleaved row by row into w13 (the kernel's streaming order), then down */
+static kr_status quantize_mlp(struct kr_quant *Q, const kr_mlp *mlp, int bits, int gs, kr_qexpert *e) {
+    int64_t inter = mlp->gate.rows, D = mlp->gate.cols;
+    e->inter = inter;
+    KR_TRY(kr_qmatrix_shape(&e->w13, 2 * inter, D, bits, gs));
+    uint8_t *q = quant_alloc(Q, (size_t)kr_qmatrix_qbytes(&e->w13));
+    float *sc = quant_alloc(Q, (size_t)kr_qmatrix_sbytes(&e->w13));
+    float *row = malloc((size_t)(2 * D) * sizeof *row);
+    if (!q || !sc || !row) {
+        free(row);
+        return kr_fail(KR_ERR_NOMEM, "out of memory quantizing an MLP");
+    }
+    e->w13.q = q;
+    e->w13.s = sc;
+    for (int64_t i = 0; i < inter; i++) {
+        kr_matrix_row(&mlp->gate, i, row);
+        kr_matrix_row(&mlp->up, i, row + D);
+        kr_qexpert_quantize_w13_row(e, i, row, row + D);
+    }
+    free(row);
+    return quantize_matrix(Q, &mlp->down, bits, gs, &e->down);
+}
+
+static kr_status expert_rows(void *ctx, int l, int e, int which, int64_t row, float *out) {
+    const kr_model *m = ctx;
+    int layer = -1;
+    for (int i = 0; i < m->hp.n_layers; i++)
+        if (m->quant->moe_slot[i] == l)
+            layer = i;
+    const kr_mlp *mlp = &m->layers[layer].experts[e];
+    kr_matrix_row(which == 0 ? &mlp->gate : which == 1 ? &mlp->up : &mlp->down, row, out);
+    return KR_OK;
+}
+
+static kr_status cache_path(const kr_model *m, const kr_quant_config *qc, char *path, size_t n) {
+    char dir[PATH_MAX], real[PATH_MAX];
+    if (qc->cache_dir && *qc->cache_dir) {
+        snprintf(dir, sizeof dir, "%s", qc->cache_dir);
+    } else {
+        const char *home = getenv("HOME");
+        if (!home || !*home)
+            return kr_fail(KR_ERR_ARG, "HOME is not set: pass --cache-dir DIR for the expert cache");
+        const char *id = realpath(m->dir, real) ? real : m->dir;
+        size_t len = strlen(id);
+        while (len > 1 && id[len - 1] == '/')
+            len--;
+        const char *base = id + len;
+        while (base > id && base[-1] != '/')
+            base--;
+        snprintf(dir, sizeof dir, "%s/.cache/krasis/%.*s", home, (int)(id + len - base), base);
+    }
+    KR_TRY(kr_mkdirs(dir));
+    char name[64];
+    kr_ecache_file_name(qc->routed_bits, qc->group_size, name, sizeof name);
+    if ((size_t)snprintf(path, n, "%s/%s", dir, name) >= n)
+        return kr_fail(KR_ERR_ARG, "cache path %s/%s is too long", dir, name);
+    return KR_OK;
+}
+
+static bool valid_bits(int b) { return b == 0 || b == 4 || b == 8; }
+
+kr_status kr_model_quantize(kr_model *m, const kr_quant_config *qc) {
+    if (!qc->routed_bits && !qc->shared_bits && !qc->attention_bits && !qc->dense_bits && !qc->lm_head_bits)
+        return KR_OK;
+    if (m->quant)
+        return kr_fail(KR_ERR_ARG, "the model is already quantized");
+    if (!valid_bits(qc->routed_bits) || !valid_bits(qc->shared_bits) || !valid_bits(qc->dense_bits) ||
+        !valid_bits(qc->lm_head_bits) || !valid_bits(qc->attention_bits))
+        return kr_fail(KR_ERR_ARG, "quantization bits must be 4 or 8 (or bf16: as loaded)");
+    if (!kr_quant_valid(4, qc->group_size))
+        return kr_fail(KR_ERR_ARG, "--group-size %d: must be 32, 64 or 128", qc->group_size);
+    if (qc->attention_bits)
+        return kr_fail(KR_ERR_UNSUPPORTED, "quantized attention projections are not implemented yet (use bf16 for attention)");
+    KR_TRY(kr_pool_init(qc->threads));
+    const kr_hparams *hp = &m->hp;
+    struct kr_quant *Q = calloc(1, sizeof *Q);
+    if (!Q)
+        return kr_fail(KR_ERR_NOMEM, "out of memory");
+    m->quant = Q;
+    Q->cfg = *qc;
+    Q->cfg.cache_dir = NULL; /* not owned */
+    Q->moe_slot = malloc((size_t)hp->n_layers * sizeof *Q->moe_slot);
+    Q->shared = calloc((size_t)hp->n_layers, sizeof *Q->shared);
+    Q->dense = calloc((size_t)hp->n_layers, sizeof *Q->dense);
+    kr_status s = Q->moe_slot && Q->shared && Q->dense ? KR_OK : kr_fail(KR_ERR_NOMEM, "out of memory");
+    for (int l = 0; s == KR_OK && l < hp->n_layers; l++) {
+        const kr_layer *L = &m->layers[l];
+        Q->moe_slot[l] = L->moe ? Q->n_moe++ : -1;
+        if (L->moe && L->has_shared && qc->shared_bits)
+            s = quantize_mlp(Q, &L->shared, qc->shared_bits, qc->group_size, &Q->shared[l]);
+        if (!L->moe && qc->dense_bits)
+            s = quantize_mlp(Q, &L->dense, qc->dense_bits, qc->group_size, &Q->dense[l]);
+    }
+    if (s == KR_OK && qc->lm_head_bits) {
+        s = quantize_matrix(Q, &m->lm_head, qc->lm_head_bits, qc->group_size, &Q->lm_head);
+        Q->q_lm_head = s == KR_OK;
+    }
+    if (s == KR_OK && qc->routed_bits && Q->n_moe > 0) {
+        char path[PATH_MAX + 64], *cfg = NULL;
+        size_t cfg_n = 0;
+        snprintf(path, sizeof path, "%s/config.json", m->dir);
+        s = kr_read_file(path, &cfg, &cfg_n);
+        if (s == KR_OK) {
+            kr_ecache_key key = {qc->routed_bits, qc->group_size, Q->n_moe, hp->router.n_experts, hp->hidden,
+                                 hp->moe_intermediate, kr_fnv1a(KR_FNV_INIT, cfg, cfg_n)};
+            /* the checkpoint's size too: re-downloaded weights under the same config.json are caught */
+            key.config_hash = kr_fnv1a(key.config_hash, &m->stats.bytes_total, sizeof m->stats.bytes_total);
+            s = cache_path(m, qc, path, sizeof path);
+            if (s == KR_OK)
+                s = kr_ecache_open(path, &key, expert_rows, m, &Q->cache);
+        }
+        free(cfg);
+    } else if (s == KR_OK) {
+        Q->cfg.routed_bits = 0;
+    }
+    if (s != KR_OK) {
+        quant_free(Q);
+        m->quant = NULL;
+    }
+    return s;
+}
+
+static int parse_dtype(const char *v) { return !strcmp(v, "int4") ? 4 : !strcmp(v, "int8") ? 8 : !strcmp(v, "bf16") ? 0 : -1; }
+
+kr_status kr_quant_config_load(const char *path, kr_quant_config *qc) {
+    json_error_t err;
+    json_t *j = json_load_file(path, 0, &err);
+    if (!j)
+        return kr_fail(KR_ERR_FORMAT, "%s:%d: %s", path, err.line, err.text);
+    static const char *keys[] = {"routed_experts", "shared_experts", "attention", "dense_mlp", "lm_head"};
+    int *dst[] = {&qc->routed_bits, &qc->shared_bits, &qc->attention_bits, &qc->dense_bits, &qc->lm_head_bits};
+    kr_status s = KR_OK;
+    const char *k;
+    json_t *v;
+    json_object_foreach(j, k, v) {
+        size_t i = 0;
+        while (i < 5 && strcmp(k, keys[i]))
+            i++;
+        if (i < 5) {
+            int b = json_is_string(v) ? parse_dtype(json_string_value(v)) : -1;
+            if (b < 0) {
+                s = kr_fail(KR_ERR_FORMAT, "%s: \"%s\" must be \"bf16\", \"int8\" or \"int4\"", path, k);
+                break;
+            }
+            *dst[i] = b;
+        } else if (!strcmp(k, "group_size")) {
+            if (!json_is_integer(v) || !kr_quant_valid(4, (int)json_integer_value(v))) {
+                s = kr_fail(KR_ERR_FORMAT, "%s: \"group_size\" must be 32, 64 or 128", path);
+                break;
+            }
+            qc->group_size = (int)json_integer_value(v);
+        } else {
+            s = kr_fail(KR_ERR_FORMAT, "%s: unknown key \"%s\" (expected routed_experts, shared_experts, attention, dense_mlp, lm_head, group_size)", path, k);
+            break;
+        }
+    }
+    json_decref(j);
+    return s;
+}
+
+int64_t kr_model_expert_bytes_per_token(const kr_model *m) {
+    const struct kr_quant *Q = m->quant;
+    if (!Q || !Q->cfg.routed_bits)
+        return 0;
+    int64_t b = 0;
+    for (int l = 0; l < m->hp.n_layers; l++) {
+        if (Q->moe_slot[l] < 0)
+            continue;
+        b += m->hp.router.top_k * kr_qexpert_bytes(&Q->cache.experts[0]);
+        if (Q->shared[l].inter)
+            b += kr_qexpert_bytes(&Q->shared[l]);
+    }
+    return b;
+}
+
+/* The quantized FFN of one layer: routed experts from the cache (idx/w/K) and/or a quantized shared or
+ * dense MLP, through the same parallel region. */
+static kr_status qffn(const kr_model *m, int l, const float *x, int64_t T, const int *idx, const float *w, int K,
+                      bool routed, const kr_qexpert *extra, float *out) {
+    struct kr_quant *Q = m->quant;
+    int E = m->hp.router.n_experts;
+    kr_qmoe q = {m->hp.hidden, Q->cfg.group_size, routed ? E : 0,
+                 routed ? &Q->cache.experts[(size_t)Q->moe_slot[l] * (size_t)E] : NULL, extra};
+    KR_TRY(kr_qmoe_ws_reserve(&Q->ws, &q, T, K));
+    return kr_qmoe_forward(&q, Q->ws, x, T, idx, w, routed ? K : 0, out);
+}
+
 /* Routed experts run on the tokens routed to them, gathered (each expert's weights are read once per
  * call, whatever T is); then the shared experts on all tokens. */
 static kr_status moe_forward(const kr_model *m, const kr_layer *L, const float *x, int64_t T, float *out) {
@@ -345,6 +608,18 @@ static kr_status moe_forward(const kr_model *m, const kr_layer *L, const float *
         kr_route(rc, logits + t * E, L->router_bias, idx + t * K, w + t * K, scratch);
         for (int k = 0; k < K; k++)
             start[idx[t * K + k] + 1]++;
+    }
+    int l = (int)(L - m->layers);
+    bool qrouted = m->quant && m->quant->cfg.routed_bits;
+    const kr_qexpert *qshared = m->quant && L->has_shared && m->quant->shared[l].inter ? &m->quant->shared[l] : NULL;
+    if (qrouted) {
+        s = qffn(m, l, x, T, idx, w, K, true, qshared, out);
+        if (s == KR_OK && L->has_shared && !qshared) {
+            s = mlp_forward_alloc(&L->shared, x, T, ye);
+            if (s == KR_OK)
+                kr_add(out, ye, T * D);
+        }
+        goto done;
     }
     for (int e = 0; e < E; e++)
         start[e + 1] += start[e];
@@ -379,7 +654,7 @@ static kr_status moe_forward(const kr_model *m, const kr_layer *L, const float *
         }
     }
     if (s == KR_OK && L->has_shared) {
-        s = mlp_forward_alloc(&L->shared, x, T, ye);
+        s = qshared ? qffn(m, l, x, T, NULL, NULL, 0, false, qshared, ye) : mlp_forward_alloc(&L->shared, x, T, ye);
         if (s == KR_OK)
             kr_add(out, ye, T * D);
     }
@@ -428,7 +703,12 @@ kr_status kr_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64_t n
         kr_add(x, tmp, n * D);
         for (int64_t t = 0; t < n; t++)
             kr_rmsnorm(xn + t * D, x + t * D, L->post_norm, D, (float)hp->rms_eps);
-        s = L->moe ? moe_forward(m, L, xn, n, tmp) : mlp_forward_alloc(&L->dense, xn, n, tmp);
+        if (L->moe)
+            s = moe_forward(m, L, xn, n, tmp);
+        else if (m->quant && m->quant->dense[l].inter)
+            s = qffn(m, l, xn, n, NULL, NULL, 0, false, &m->quant->dense[l], tmp);
+        else
+            s = mlp_forward_alloc(&L->dense, xn, n, tmp);
         if (s == KR_OK)
             kr_add(x, tmp, n * D);
     }
@@ -438,7 +718,10 @@ kr_status kr_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64_t n
     int64_t first = all_positions ? 0 : n - 1, rows = n - first;
     for (int64_t t = 0; t < rows; t++)
         kr_rmsnorm(xn + t * D, x + (first + t) * D, m->final_norm, D, (float)hp->rms_eps);
-    s = kr_matmul(&m->lm_head, xn, rows, logits);
+    if (m->quant && m->quant->q_lm_head)
+        s = kr_qlinear(&m->quant->lm_head, xn, rows, logits, &m->quant->lws);
+    else
+        s = kr_matmul(&m->lm_head, xn, rows, logits);
 done:
     free(x);
     free(xn);

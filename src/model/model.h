@@ -49,6 +49,16 @@ typedef struct {
     int64_t bytes_total;
 } kr_model_stats;
 
+/* Which components run quantized (DESIGN.md section 3). 0 keeps a component as loaded (BF16/F16/F32/FP8
+ * through the float32 reference path); 4 or 8 quantize it to INT4/INT8 with group size group_size.
+ * Routed experts go through the expert cache file; the others are quantized in memory at load. */
+typedef struct {
+    int routed_bits, shared_bits, attention_bits, dense_bits, lm_head_bits;
+    int group_size;
+    const char *cache_dir; /* NULL: ~/.cache/krasis/<model id>/ */
+    int threads;           /* 0: one per physical core */
+} kr_quant_config;
+
 typedef struct kr_model {
     kr_hparams hp;
     kr_safetensors st;
@@ -59,6 +69,8 @@ typedef struct kr_model {
     float *inv_freq;               /* [rope.dim / 2] */
     kr_model_stats stats;
     bool binding_routed;           /* set while routed experts are bound, for the stats */
+    char *dir;                     /* the model directory as given */
+    struct kr_quant *quant;        /* NULL: the float32 reference path everywhere */
 } kr_model;
 
 /* KV cache of one sequence. GQA rows: k and v of all kv heads. MLA rows: [normalized latent (C) |
@@ -71,6 +83,15 @@ typedef struct kr_kv_cache {
 } kr_kv_cache;
 
 kr_status kr_model_open(const char *dir, kr_model **out);
+/* Switches the components qc names to quantized kernels (building or mapping the expert cache).
+ * A config with every *_bits 0 changes nothing. Call once, after kr_model_open. */
+kr_status kr_model_quantize(kr_model *m, const kr_quant_config *qc);
+/* Reads a QuantConfig JSON file: {"routed_experts": "int4", "shared_experts": "int8", "attention": "bf16",
+ * "dense_mlp": "int8", "lm_head": "int8", "group_size": 64}; absent keys keep qc's values. */
+kr_status kr_quant_config_load(const char *path, kr_quant_config *qc);
+/* Expert weight bytes (quantized values + scales) read per decoded token on the quantized path:
+ * top_k routed experts and the shared experts of every MoE layer. 0 when experts are not quantized. */
+int64_t kr_model_expert_bytes_per_token(const kr_model *m);
 void kr_model_close(kr_model *m);
 
 kr_status kr_kv_cache_create(const kr_model *m, kr_kv_cache **out);

@@ -1,0 +1,24 @@
+# CPU fast path: group quantization, ISA-dispatched kernels, thread pool, quantized MoE, expert cache,
+# and the bench / check commands. Included from the top CMakeLists.txt.
+include(CheckCCompilerFlag)
+set(KR_CPU ${PROJECT_SOURCE_DIR}/src/backend/cpu)
+list(APPEND KRASIS_MODULE_SOURCES
+  ${KR_CPU}/quant.c
+  ${KR_CPU}/isa.c
+  ${KR_CPU}/kernels_scalar.c
+  ${KR_CPU}/threadpool.c
+  ${KR_CPU}/moe.c
+  ${KR_CPU}/qlinear.c
+  ${KR_CPU}/membw.c
+  ${PROJECT_SOURCE_DIR}/src/weights/expert_cache.c
+)
+check_c_compiler_flag("-mavx2 -mfma" KR_CC_AVX2)
+if(KR_CC_AVX2 AND CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
+  list(APPEND KRASIS_MODULE_SOURCES ${KR_CPU}/kernels_avx2.c)
+  # only this file gets AVX2: the binary still starts on any x86-64, the dispatch table decides
+  set_source_files_properties(${KR_CPU}/kernels_avx2.c PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma")
+  set_source_files_properties(${KR_CPU}/isa.c PROPERTIES COMPILE_DEFINITIONS "KRASIS_HAVE_AVX2=1")
+endif()
+find_package(Threads REQUIRED)
+target_link_libraries(krasis_core PUBLIC Threads::Threads)
+list(APPEND KRASIS_CLI_SOURCES ${PROJECT_SOURCE_DIR}/src/cli/quant_options.c ${PROJECT_SOURCE_DIR}/src/cli/cmd_bench.c ${PROJECT_SOURCE_DIR}/src/cli/cmd_check.c)

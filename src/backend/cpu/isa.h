@@ -1,0 +1,42 @@
+/* The ISA dispatch table: one set of kernel entry points per SIMD level, chosen once at start from
+ * cpuid (or forced with KRASIS_ISA=scalar|avx2|avx512|amx). The scalar level is always built and is the
+ * oracle every other level is tested against. This table is one of the few pieces of global state. */
+#ifndef KR_BACKEND_CPU_ISA_H
+#define KR_BACKEND_CPU_ISA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend/cpu/quant.h"
+
+typedef enum { KR_ISA_SCALAR, KR_ISA_AVX2, KR_ISA_AVX512, KR_ISA_AMX, KR_ISA_COUNT } kr_isa;
+
+typedef struct {
+    kr_isa isa;
+    const char *name;
+    /* Activation quantizer: same contract and bit-identical results as kr_quantize_act_ref. */
+    void (*quantize_act)(const float *x, int64_t n, int gs, int8_t *q, float *s, float *c);
+    /* y[i] = <row r0 + i of w, a> for i < nr, integer dot products per group, float across groups. */
+    void (*rows_dot)(const kr_qmatrix *w, int64_t r0, int64_t nr, const kr_qvec *a, float *y);
+    /* Reads n bytes (n a multiple of 128, p 64-byte aligned) and returns a value depending on all of
+     * them, so the read cannot be optimized away: the memory-bandwidth probe. */
+    uint64_t (*read_sum)(const uint8_t *p, size_t n);
+} kr_kernels;
+
+/* The active table (chosen on first call). */
+const kr_kernels *kr_kernels_get(void);
+/* The table of one level, or NULL when this machine or build cannot run it. */
+const kr_kernels *kr_kernels_for(kr_isa isa);
+/* Forces a level (tests, benchmarks). Returns the previous one. */
+kr_isa kr_kernels_force(kr_isa isa);
+const char *kr_isa_name(kr_isa isa);
+/* Whether the CPU supports a level (cpuid + OS state), independent of what was built. */
+int kr_cpu_has(kr_isa isa);
+/* Extra feature flags for reports: "avx512vnni", "avx512bf16", "avxvnni", "f16c", "fma". */
+int kr_cpu_has_feature(const char *name);
+
+/* Per-level tables, defined in kernels_<level>.c. Only the levels this build compiles are declared. */
+extern const kr_kernels kr_kernels_scalar;
+extern const kr_kernels kr_kernels_avx2;
+
+#endif

@@ -1,0 +1,184 @@
+/* AVX2 + FMA kernels (the baseline level: AMD Zen 2/3). INT8 activations times INT4/INT8 weights with
+ * maddubs (u8 x s8 -> s16 pairs) and madd (-> s32), one float FMA per group. INT4 nibbles are used as
+ * unsigned 0..15 and the +8 offset is removed once per row through the activation's per-group
+ * correction (quant.h). Two rows at a time share every activation load; one specialized loop per
+ * (bits, group size). Compiled with -mavx2 -mfma. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "backend/cpu/isa.h"
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline int32_t hsum8i(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* 16 packed bytes -> 32 unsigned nibbles in column order (low nibbles = columns 0..15): one broadcast
+ * load, the upper lane shifted by 4, one mask. */
+static inline __m256i unpack4(const uint8_t *p) {
+    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
+    v = _mm256_srlv_epi32(v, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+/* sum_g sw[g] * c[g]: the INT4 offset correction of one row */
+static inline float corr_dot(const float *sw, const float *c, int64_t groups) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t g = 0;
+    for (; g + 8 <= groups; g += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(sw + g), _mm256_loadu_ps(c + g), acc);
+    float s = hsum8(acc);
+    for (; g < groups; g++)
+        s += sw[g] * c[g];
+    return s;
+}
+
+/* int32 partial sums (8 lanes) of one group of NB 32-column blocks of a row against the activation */
+static inline __attribute__((always_inline)) __m256i group4(const uint8_t *wq, const int8_t *aq, int NB) {
+    __m256i s16 = _mm256_maddubs_epi16(unpack4(wq), _mm256_loadu_si256((const __m256i *)aq));
+    /* int16 sums of up to 4 blocks stay below 4 * 2 * 15 * 127 = 15240: no saturation */
+    for (int b = 1; b < NB; b++)
+        s16 = _mm256_add_epi16(
+            s16, _mm256_maddubs_epi16(unpack4(wq + 16 * b), _mm256_loadu_si256((const __m256i *)(aq + 32 * b))));
+    return _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+}
+
+static inline __attribute__((always_inline)) __m256i group8(const uint8_t *wq, const int8_t *aq, int NB) {
+    __m256i s32 = _mm256_setzero_si256();
+    for (int b = 0; b < NB; b++) {
+        __m256i wv = _mm256_loadu_si256((const __m256i *)(wq + 32 * b));
+        __m256i av = _mm256_loadu_si256((const __m256i *)(aq + 32 * b));
+        /* |w| * (a * sign w): u8 x s8 without overflow since |w|, |a| <= 127 */
+        __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(av, wv));
+        s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+    }
+    return s32;
+}
+
+/* R rows (1 to 4) from row r; BITS and NB (= gs / 32) are compile-time constants in every caller, so
+ * the block loop disappears. Two accumulators per row (even / odd groups) hide the FMA latency. */
+static inline __attribute__((always_inline)) void rows_k(const kr_qmatrix *w, int64_t r, int R, const kr_qvec *a,
+                                                         float *y, int BITS, int NB) {
+    const int64_t G = w->groups, gbytes = NB * 32 * BITS / 8;
+    const uint8_t *wq[4];
+    const float *sw[4];
+    __m256 acc0[4], acc1[4];
+    for (int k = 0; k < R; k++) {
+        wq[k] = w->q + (r + k) * w->row_bytes;
+        sw[k] = w->s + (r + k) * G;
+        acc0[k] = acc1[k] = _mm256_setzero_ps();
+    }
+    int64_t g = 0;
+    for (; g + 2 <= G; g += 2) {
+        const int8_t *aq = a->q + g * NB * 32;
+        float as0 = a->s[g], as1 = a->s[g + 1];
+        /* the R rows are contiguous, so the next call's rows follow them: prefetch that block as one
+         * sequential stream, R times faster than a row advances (the hardware prefetcher alone keeps
+         * too few lines in flight for one core to reach the memory bandwidth) */
+        const uint8_t *pq = wq[0] + R * w->row_bytes + g * R * gbytes;
+        for (int64_t o = 0; o < 2 * R * gbytes; o += 64)
+            _mm_prefetch((const char *)pq + o, _MM_HINT_T0);
+        _mm_prefetch((const char *)(sw[0] + R * G + g * R), _MM_HINT_T0);
+        for (int k = 0; k < R; k++) {
+            __m256i d0 = BITS == 4 ? group4(wq[k] + g * gbytes, aq, NB) : group8(wq[k] + g * gbytes, aq, NB);
+            __m256i d1 = BITS == 4 ? group4(wq[k] + (g + 1) * gbytes, aq + NB * 32, NB)
+                                   : group8(wq[k] + (g + 1) * gbytes, aq + NB * 32, NB);
+            acc0[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), _mm256_set1_ps(sw[k][g] * as0), acc0[k]);
+            acc1[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), _mm256_set1_ps(sw[k][g + 1] * as1), acc1[k]);
+        }
+    }
+    for (; g < G; g++) {
+        const int8_t *aq = a->q + g * NB * 32;
+        for (int k = 0; k < R; k++) {
+            __m256i d0 = BITS == 4 ? group4(wq[k] + g * gbytes, aq, NB) : group8(wq[k] + g * gbytes, aq, NB);
+            acc0[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), _mm256_set1_ps(sw[k][g] * a->s[g]), acc0[k]);
+        }
+    }
+    for (int k = 0; k < R; k++)
+        y[k] = hsum8(_mm256_add_ps(acc0[k], acc1[k])) + (BITS == 4 ? corr_dot(sw[k], a->c, G) : 0.0f);
+}
+
+#ifndef R_MAIN
+#define R_MAIN 4
+#endif
+#define ROWS_FN(BITS, NB)                                                                               \
+    static void rows_##BITS##_##NB(const kr_qmatrix *w, int64_t r0, int64_t nr, const kr_qvec *a, float *y) { \
+        int64_t i = 0;                                                                                  \
+        for (; i + R_MAIN <= nr; i += R_MAIN)                                                           \
+            rows_k(w, r0 + i, R_MAIN, a, y + i, BITS, NB);                                              \
+        for (; i < nr; i++)                                                                             \
+            rows_k(w, r0 + i, 1, a, y + i, BITS, NB);                                                   \
+    }
+ROWS_FN(4, 1)
+ROWS_FN(4, 2)
+ROWS_FN(4, 4)
+ROWS_FN(8, 1)
+ROWS_FN(8, 2)
+ROWS_FN(8, 4)
+
+static void rows_dot(const kr_qmatrix *w, int64_t r0, int64_t nr, const kr_qvec *a, float *y) {
+    int nb = w->gs / 32;
+    if (w->bits == 4)
+        (nb == 1 ? rows_4_1 : nb == 2 ? rows_4_2 : rows_4_4)(w, r0, nr, a, y);
+    else
+        (nb == 1 ? rows_8_1 : nb == 2 ? rows_8_2 : rows_8_4)(w, r0, nr, a, y);
+}
+
+/* Bit-identical to kr_quantize_act_ref: same amax, same 127 / amax, same round-to-nearest-even. */
+static void quantize_act(const float *x, int64_t n, int gs, int8_t *q, float *s, float *c) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    int64_t full = n / gs, g = 0;
+    for (; g < full; g++) {
+        const float *xg = x + g * gs;
+        __m256 m = _mm256_setzero_ps();
+        for (int j = 0; j < gs; j += 8)
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xg + j)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float amax = _mm_cvtss_f32(m4);
+        float sc = amax / 127.0f, inv = sc > 0 ? 127.0f / amax : 0;
+        __m256 vinv = _mm256_set1_ps(inv);
+        __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127), sum = _mm256_setzero_si256();
+        for (int j = 0; j < gs; j += 32) {
+            __m256i v[4];
+            for (int k = 0; k < 4; k++) {
+                v[k] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xg + j + 8 * k), vinv));
+                v[k] = _mm256_min_epi32(_mm256_max_epi32(v[k], lo), hi);
+                sum = _mm256_add_epi32(sum, v[k]);
+            }
+            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+            _mm256_storeu_si256((__m256i *)(q + g * gs + j), _mm256_permutevar8x32_epi32(p, perm));
+        }
+        s[g] = sc;
+        c[g] = -8.0f * sc * (float)hsum8i(sum);
+    }
+    if (full * gs < n)
+        kr_quantize_act_ref(x + full * gs, n - full * gs, gs, q + full * gs, s + full, c + full);
+}
+
+static uint64_t read_sum(const uint8_t *p, size_t n) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i < n; i += 128) {
+        a0 = _mm256_add_epi64(a0, _mm256_load_si256((const __m256i *)(p + i)));
+        a1 = _mm256_add_epi64(a1, _mm256_load_si256((const __m256i *)(p + i + 32)));
+        a2 = _mm256_add_epi64(a2, _mm256_load_si256((const __m256i *)(p + i + 64)));
+        a3 = _mm256_add_epi64(a3, _mm256_load_si256((const __m256i *)(p + i + 96)));
+    }
+    a0 = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+    uint64_t out[4];
+    memcpy(out, &a0, sizeof out);
+    return out[0] + out[1] + out[2] + out[3];
+}
+
+const kr_kernels kr_kernels_avx2 = {KR_ISA_AVX2, "avx2", quantize_act, rows_dot, read_sum};

@@ -1,0 +1,60 @@
+/* Parsing of the quantization flags (quant_options.h). */
+#include "cli/quant_options.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void kr_quant_defaults(kr_quant_config *qc) {
+    memset(qc, 0, sizeof *qc);
+    qc->group_size = 128;
+}
+
+static int int_value(const char *flag, const char *v, const int *allowed, int n, int *out) {
+    char *end;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (v && end != v && !*end)
+        for (int i = 0; i < n; i++)
+            if (allowed[i] == x || (allowed[i] < 0 && x >= 0 && x <= 4096)) {
+                *out = (int)x;
+                return 0;
+            }
+    fprintf(stderr, "krasis: %s: '%s' is not one of the allowed values\n", flag, v ? v : "(missing)");
+    return 2;
+}
+
+int kr_quant_flag(int argc, char **argv, int *i, kr_quant_config *qc) {
+    const char *a = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    static const int bits[] = {4, 8}, gs[] = {32, 64, 128}, any[] = {-1};
+    int *dst = !strcmp(a, "--expert-bits")    ? &qc->routed_bits
+               : !strcmp(a, "--shared-bits")  ? &qc->shared_bits
+               : !strcmp(a, "--dense-bits")   ? &qc->dense_bits
+               : !strcmp(a, "--lm-head-bits") ? &qc->lm_head_bits
+                                              : NULL;
+    int rc;
+    if (dst)
+        rc = int_value(a, v, bits, 2, dst);
+    else if (!strcmp(a, "--group-size"))
+        rc = int_value(a, v, gs, 3, &qc->group_size);
+    else if (!strcmp(a, "--threads"))
+        rc = int_value(a, v, any, 1, &qc->threads);
+    else if (!strcmp(a, "--cache-dir")) {
+        if (!v) {
+            fprintf(stderr, "krasis: --cache-dir needs a directory\n");
+            return 2;
+        }
+        qc->cache_dir = v;
+        rc = 0;
+    } else if (!strcmp(a, "--quant-config")) {
+        if (!v || kr_quant_config_load(v, qc) != KR_OK) {
+            fprintf(stderr, "krasis: --quant-config: %s\n", v ? kr_error() : "needs a file");
+            return 2;
+        }
+        rc = 0;
+    } else
+        return 0;
+    if (rc)
+        return rc;
+    (*i)++;
+    return 1;
+}

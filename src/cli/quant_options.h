@@ -1,0 +1,20 @@
+/* The quantization flags every model-running command accepts (run, chat, perplexity, logits, bench):
+ * --expert-bits 4|8  --shared-bits  --dense-bits  --lm-head-bits  --group-size G  --quant-config FILE
+ * --cache-dir DIR  --threads N. */
+#ifndef KR_CLI_QUANT_OPTIONS_H
+#define KR_CLI_QUANT_OPTIONS_H
+
+#include "model/model.h"
+
+#define KR_QUANT_USAGE                                                                                      \
+    "  --expert-bits 4|8    quantize routed experts (cache file built once)  --group-size 32|64|128 (128)\n" \
+    "  --shared-bits, --dense-bits, --lm-head-bits 4|8   quantize those too   --quant-config FILE.json\n"    \
+    "  --cache-dir DIR      expert cache location (default ~/.cache/krasis/<model>)  --threads N\n"
+
+/* If argv[*i] is a quantization flag, consumes it (and its value), sets qc and returns 1; returns 0 when
+ * it is not one, and 2 after printing an error for a bad value. */
+int kr_quant_flag(int argc, char **argv, int *i, kr_quant_config *qc);
+/* qc defaults: nothing quantized, group size 128, default cache dir, all physical cores. */
+void kr_quant_defaults(kr_quant_config *qc);
+
+#endif
