@@ -10,6 +10,7 @@
 
 #include "base/mapfile.h"
 #include "cli/commands.h"
+#include "cli/quant_options.h"
 #include "engine/session.h"
 #include "model/model.h"
 #include "server/engine.h"
@@ -72,13 +73,21 @@ int kr_cmd_serve(int argc, char **argv) {
                *name = NULL, *template_file = NULL;
     char name_buf[256];
     long long port = 8080, ctx = 0, queue = 64, max_body = 4 << 20;
+    kr_quant_config quant;
+    kr_quant_defaults(&quant);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage, stdout);
+            fputs(KR_QUANT_USAGE, stdout);
             return 0;
         }
+        int qrc = kr_quant_flag(argc, argv, &i, &quant); /* --expert-bits etc., as run takes them */
+        if (qrc == 2)
+            return 2;
+        if (qrc == 1)
+            continue;
         if (!v) {
             fprintf(stderr, "krasis: %s %s\n%s", a, a[0] == '-' ? "needs a value" : "is not an option", usage);
             return 2;
@@ -145,8 +154,8 @@ int kr_cmd_serve(int argc, char **argv) {
     bool metrics_ready = false;
     int rc = 0;
     char *tsrc = NULL;
-    if (kr_model_open(model, &m) != KR_OK || kr_tokenizer_load(tokenizer ? tokenizer : model, &tok) != KR_OK ||
-        kr_session_create(m, tok, ctx, &s) != KR_OK) {
+    if (kr_model_open(model, &m) != KR_OK || kr_model_quantize(m, &quant) != KR_OK ||
+        kr_tokenizer_load(tokenizer ? tokenizer : model, &tok) != KR_OK || kr_session_create(m, tok, ctx, &s) != KR_OK) {
         rc = kr_cli_fail();
         goto out;
     }
