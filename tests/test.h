@@ -28,6 +28,14 @@ static inline int test_summary(const char *name) {
     return test_failures ? 1 : 0;
 }
 
+/* xorshift64: reproducible uniform floats in [-1, 1) from a caller-owned state */
+static inline float test_frand(unsigned long long *state) {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return (float)((*state >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
 static inline const char *test_path(const char *rel, char *buf, size_t cap) {
     snprintf(buf, cap, "%s/%s", KRASIS_SOURCE_DIR, rel);
     return buf;

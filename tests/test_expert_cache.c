@@ -7,17 +7,8 @@
 #include <unistd.h>
 
 #include "weights/expert_cache.h"
+#include "test.h"
 
-static int failures;
-#define CHECK(c, ...)                                            \
-    do {                                                         \
-        if (!(c)) {                                              \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                        \
-            fputc('\n', stderr);                                 \
-            failures++;                                          \
-        }                                                        \
-    } while (0)
 
 static kr_status rows(void *ctx, int l, int e, int which, int64_t row, float *out) {
     const kr_ecache_key *k = ctx;
@@ -102,10 +93,5 @@ int main(void) {
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "note: could not remove %s\n", dir);
-    if (failures) {
-        fprintf(stderr, "test_expert_cache: %d failures\n", failures);
-        return 1;
-    }
-    printf("test_expert_cache: ok\n");
-    return 0;
+    return test_summary("test_expert_cache");
 }

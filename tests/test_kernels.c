@@ -10,25 +10,11 @@
 #include "backend/cpu/isa.h"
 #include "backend/cpu/moe.h"
 #include "backend/cpu/threadpool.h"
+#include "test.h"
 
-static int failures;
-#define CHECK(c, ...)                                            \
-    do {                                                         \
-        if (!(c)) {                                              \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                        \
-            fputc('\n', stderr);                                 \
-            failures++;                                          \
-        }                                                        \
-    } while (0)
 
-static uint64_t rng = 0x2545F4914F6CDD1Dull;
-static float frand(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
-}
+static unsigned long long rng = 0x2545F4914F6CDD1Dull;
+static float frand(void) { return test_frand(&rng); }
 
 typedef struct {
     kr_qmatrix m;
@@ -272,10 +258,5 @@ int main(void) {
     }
     kr_kernels_force(best);
     kr_pool_shutdown();
-    if (failures) {
-        fprintf(stderr, "test_kernels: %d failures\n", failures);
-        return 1;
-    }
-    printf("test_kernels: ok\n");
-    return 0;
+    return test_summary("test_kernels");
 }

@@ -7,25 +7,11 @@
 #include <string.h>
 
 #include "backend/cpu/quant.h"
+#include "test.h"
 
-static int failures;
-#define CHECK(c, ...)                                 \
-    do {                                              \
-        if (!(c)) {                                   \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);             \
-            fputc('\n', stderr);                      \
-            failures++;                               \
-        }                                             \
-    } while (0)
 
-static uint64_t rng = 0x9E3779B97F4A7C15ull;
-static float frand(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
-}
+static unsigned long long rng = 0x9E3779B97F4A7C15ull;
+static float frand(void) { return test_frand(&rng); }
 
 static void test_weights(int64_t rows, int64_t cols, int bits, int gs) {
     kr_qmatrix q;
@@ -104,10 +90,5 @@ int main(void) {
     kr_qmatrix q;
     CHECK(kr_qmatrix_shape(&q, 4, 64, 3, 32) != KR_OK, "int3 accepted");
     CHECK(kr_qmatrix_shape(&q, 4, 64, 4, 48) != KR_OK, "gs 48 accepted");
-    if (failures) {
-        fprintf(stderr, "test_quant: %d failures\n", failures);
-        return 1;
-    }
-    printf("test_quant: ok\n");
-    return 0;
+    return test_summary("test_quant");
 }

@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include "model/model.h"
+#include "test.h"
 
-static int failures;
 
 static double cosine(const float *a, const float *b, int64_t n) {
     double ab = 0, aa = 0, bb = 0;
@@ -35,27 +35,26 @@ static void fixture(const char *name, const char *cache) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", KRASIS_SOURCE_DIR, name);
     kr_model *m;
-    if (kr_model_open(dir, &m) != KR_OK) {
-        fprintf(stderr, "FAIL %s: %s\n", name, kr_error());
-        failures++;
+    kr_status st = kr_model_open(dir, &m);
+    CHECK(st == KR_OK, "%s: %s", name, kr_error());
+    if (st != KR_OK)
         return;
-    }
     int32_t ids[6];
     for (int i = 0; i < 6; i++)
         ids[i] = (int32_t)((7 + 13 * i) % m->hp.vocab);
     int64_t V = m->hp.vocab;
     float *ref = malloc((size_t)(6 * V) * sizeof *ref), *q = malloc((size_t)(6 * V) * sizeof *q);
     kr_quant_config qc = {.routed_bits = 8, .shared_bits = 8, .group_size = 32, .cache_dir = cache, .threads = 2};
-    if (logits_of(m, ids, 6, ref) != KR_OK || kr_model_quantize(m, &qc) != KR_OK || logits_of(m, ids, 6, q) != KR_OK) {
-        fprintf(stderr, "FAIL %s: %s\n", name, kr_error());
-        failures++;
-    } else {
+    st = logits_of(m, ids, 6, ref);
+    if (st == KR_OK)
+        st = kr_model_quantize(m, &qc);
+    if (st == KR_OK)
+        st = logits_of(m, ids, 6, q);
+    CHECK(st == KR_OK, "%s: %s", name, kr_error());
+    if (st == KR_OK) {
         double cs = cosine(ref, q, 6 * V);
         printf("test_quant_model: %-18s INT8 g32 experts: cosine %.6f vs float32\n", name, cs);
-        if (!(cs >= 0.999)) {
-            fprintf(stderr, "FAIL %s: cosine %.6f < 0.999\n", name, cs);
-            failures++;
-        }
+        CHECK(cs >= 0.999, "%s: cosine %.6f < 0.999", name, cs);
     }
     free(ref);
     free(q);
@@ -68,9 +67,9 @@ static void demo_greedy(const char *cache) {
     snprintf(path, sizeof path, "%s/reference.json", dir);
     json_t *ref = json_load_file(path, 0, NULL);
     kr_model *m;
-    if (!ref || kr_model_open(dir, &m) != KR_OK) {
-        fprintf(stderr, "FAIL demo model: %s\n", ref ? kr_error() : "no reference.json");
-        failures++;
+    bool opened = ref && kr_model_open(dir, &m) == KR_OK;
+    CHECK(opened, "demo model: %s", ref ? kr_error() : "no reference.json");
+    if (!opened) {
         json_decref(ref);
         return;
     }
@@ -98,13 +97,10 @@ static void demo_greedy(const char *cache) {
         ids[0] = best;
         n = 1;
     }
-    if (s != KR_OK || same != (int64_t)no) {
-        fprintf(stderr, "FAIL demo model INT8 experts: %s; %lld of %zu greedy tokens match transformers\n",
-                s == KR_OK ? "ok" : kr_error(), (long long)same, no);
-        failures++;
-    } else {
-        printf("test_quant_model: demo model INT8 g32 experts: all %zu greedy tokens match transformers\n", no);
-    }
+    CHECK(s == KR_OK && same == (int64_t)no, "demo model INT8 experts: %s; %lld of %zu greedy tokens match transformers",
+          s == KR_OK ? "ok" : kr_error(), (long long)same, no);
+    printf("test_quant_model: demo model INT8 g32 experts: %lld of %zu greedy tokens match transformers\n",
+           (long long)same, no);
     free(ids);
     free(logits);
     kr_kv_cache_free(kv);
@@ -133,10 +129,5 @@ int main(void) {
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", cache);
     if (system(cmd) != 0)
         fprintf(stderr, "note: could not remove %s\n", cache);
-    if (failures) {
-        fprintf(stderr, "test_quant_model: %d failures\n", failures);
-        return 1;
-    }
-    printf("test_quant_model: ok\n");
-    return 0;
+    return test_summary("test_quant_model");
 }
