@@ -39,35 +39,6 @@ static int parse_num(const char *flag, const char *v, long long lo, long long hi
     return 0;
 }
 
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    size_t len = 0, cap = 0, n;
-    char chunk[65536];
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if (len + n + 1 > cap) {
-            cap = (len + n + 1) * 2;
-            char *p = realloc(buf, cap);
-            if (!p) {
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            buf = p;
-        }
-        memcpy(buf + len, chunk, n);
-        len += n;
-    }
-    fclose(f);
-    if (!buf)
-        buf = calloc(1, 1);
-    else
-        buf[len] = 0;
-    return buf;
-}
-
 int kr_cmd_serve(int argc, char **argv) {
     const char *model = NULL, *tokenizer = NULL, *host = "127.0.0.1", *api_key = getenv("KRASIS_API_KEY"),
                *name = NULL, *template_file = NULL;
@@ -161,9 +132,9 @@ int kr_cmd_serve(int argc, char **argv) {
     }
     const char *src = kr_tokenizer_chat_template(tok);
     if (template_file) {
-        if (!(tsrc = read_text(template_file))) {
-            fprintf(stderr, "krasis: --chat-template %s: %s\n", template_file, strerror(errno));
-            rc = 1;
+        if (kr_read_file(template_file, &tsrc, NULL) != KR_OK) {
+            kr_error_prefix(KR_ERR_IO, "--chat-template");
+            rc = kr_cli_fail();
             goto out;
         }
         src = tsrc;
