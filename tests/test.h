@@ -3,6 +3,8 @@
 #ifndef KR_TEST_H
 #define KR_TEST_H
 
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +36,17 @@ static inline float test_frand(unsigned long long *state) {
     *state ^= *state >> 7;
     *state ^= *state << 17;
     return (float)((*state >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+/* cosine similarity of two vectors (1 = same direction) */
+static inline double test_cosine(const float *a, const float *b, int64_t n) {
+    double ab = 0, aa = 0, bb = 0;
+    for (int64_t i = 0; i < n; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
+    return ab / sqrt(aa * bb + 1e-300);
 }
 
 static inline const char *test_path(const char *rel, char *buf, size_t cap) {

@@ -167,16 +167,6 @@ static void ref_expert(const kr_qexpert *e, const float *x, int64_t D, float *ou
     free(h);
 }
 
-static double cosine(const float *a, const float *b, int64_t n) {
-    double ab = 0, aa = 0, bb = 0;
-    for (int64_t i = 0; i < n; i++) {
-        ab += (double)a[i] * b[i];
-        aa += (double)a[i] * a[i];
-        bb += (double)b[i] * b[i];
-    }
-    return ab / sqrt(aa * bb + 1e-300);
-}
-
 static void test_moe(int bits, int gs, int64_t D, int64_t inter, int E, int K, int64_t T) {
     kr_qexpert *ex = calloc((size_t)E + 1, sizeof *ex);
     owned_q *own = calloc(2 * ((size_t)E + 1), sizeof *own);
@@ -214,7 +204,7 @@ static void test_moe(int bits, int gs, int64_t D, int64_t inter, int E, int K, i
         for (int n = 1; n <= 2; n++) {
             kr_pool_init(n);
             CHECK(kr_qmoe_forward(&q, ws, x, T, idx, w, K, out) == KR_OK, "forward: %s", kr_error());
-            double cs = cosine(out, ref, T * D);
+            double cs = test_cosine(out, ref, T * D);
             /* INT8 activations on top of quantized weights: close to the float math on those weights */
             CHECK(cs > 0.999, "moe int%d gs %d %s threads %d: cosine %.6f vs float", bits, gs, isa ? "simd" : "scalar", n, cs);
             if (first)

@@ -13,16 +13,6 @@
 #include "test.h"
 
 
-static double cosine(const float *a, const float *b, int64_t n) {
-    double ab = 0, aa = 0, bb = 0;
-    for (int64_t i = 0; i < n; i++) {
-        ab += (double)a[i] * b[i];
-        aa += (double)a[i] * a[i];
-        bb += (double)b[i] * b[i];
-    }
-    return ab / sqrt(aa * bb + 1e-300);
-}
-
 static kr_status logits_of(kr_model *m, const int32_t *ids, int64_t n, float *out) {
     kr_kv_cache *kv;
     KR_TRY(kr_kv_cache_create(m, &kv));
@@ -52,7 +42,7 @@ static void fixture(const char *name, const char *cache) {
         st = logits_of(m, ids, 6, q);
     CHECK(st == KR_OK, "%s: %s", name, kr_error());
     if (st == KR_OK) {
-        double cs = cosine(ref, q, 6 * V);
+        double cs = test_cosine(ref, q, 6 * V);
         printf("test_quant_model: %-18s INT8 g32 experts: cosine %.6f vs float32\n", name, cs);
         CHECK(cs >= 0.999, "%s: cosine %.6f < 0.999", name, cs);
     }
