@@ -1,7 +1,8 @@
-/* Quality of the quantized path on real model files: INT8 experts (routed + shared) keep every
- * fixture's logits within cosine 0.999 of float32, and the demo model's greedy continuation of its
- * reference prompt is token for token the one transformers produced. The expert caches go to a
- * temporary directory. */
+/* Quality of the quantized path on real model files: INT8 experts (routed + shared), and every
+ * component INT8 (attention projections, dense MLPs and lm_head too), keep every fixture's logits within
+ * cosine 0.999 of float32, and the demo model's greedy continuation of its reference prompt is token for
+ * token the one transformers produced in both configurations. The expert caches go to a temporary
+ * directory. */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -21,7 +22,7 @@ static kr_status logits_of(kr_model *m, const int32_t *ids, int64_t n, float *ou
     return s;
 }
 
-static void fixture(const char *name, const char *cache) {
+static void fixture(const char *name, const char *label, kr_quant_config qc) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", KRASIS_SOURCE_DIR, name);
     kr_model *m;
@@ -34,7 +35,6 @@ static void fixture(const char *name, const char *cache) {
         ids[i] = (int32_t)((7 + 13 * i) % m->hp.vocab);
     int64_t V = m->hp.vocab;
     float *ref = malloc((size_t)(6 * V) * sizeof *ref), *q = malloc((size_t)(6 * V) * sizeof *q);
-    kr_quant_config qc = {.routed_bits = 8, .shared_bits = 8, .group_size = 32, .cache_dir = cache, .threads = 2};
     st = logits_of(m, ids, 6, ref);
     if (st == KR_OK)
         st = kr_model_quantize(m, &qc);
@@ -43,15 +43,15 @@ static void fixture(const char *name, const char *cache) {
     CHECK(st == KR_OK, "%s: %s", name, kr_error());
     if (st == KR_OK) {
         double cs = test_cosine(ref, q, 6 * V);
-        printf("test_quant_model: %-18s INT8 g32 experts: cosine %.6f vs float32\n", name, cs);
-        CHECK(cs >= 0.999, "%s: cosine %.6f < 0.999", name, cs);
+        printf("test_quant_model: %-18s %s: cosine %.6f vs float32\n", name, label, cs);
+        CHECK(cs >= 0.999, "%s %s: cosine %.6f < 0.999", name, label, cs);
     }
     free(ref);
     free(q);
     kr_model_close(m);
 }
 
-static void demo_greedy(const char *cache) {
+static void demo_greedy(const char *label, kr_quant_config qc) {
     char dir[512], path[600];
     snprintf(dir, sizeof dir, "%s/models/tiny-moe", KRASIS_SOURCE_DIR);
     snprintf(path, sizeof path, "%s/reference.json", dir);
@@ -63,7 +63,6 @@ static void demo_greedy(const char *cache) {
         json_decref(ref);
         return;
     }
-    kr_quant_config qc = {.routed_bits = 8, .shared_bits = 8, .group_size = 32, .cache_dir = cache, .threads = 2};
     json_t *g = json_array_get(json_object_get(ref, "greedy"), 0);
     json_t *pids = json_object_get(g, "prompt_ids"), *oids = json_object_get(g, "output_ids");
     kr_kv_cache *kv = NULL;
@@ -87,10 +86,10 @@ static void demo_greedy(const char *cache) {
         ids[0] = best;
         n = 1;
     }
-    CHECK(s == KR_OK && same == (int64_t)no, "demo model INT8 experts: %s; %lld of %zu greedy tokens match transformers",
+    CHECK(s == KR_OK && same == (int64_t)no, "demo model %s: %s; %lld of %zu greedy tokens match transformers", label,
           s == KR_OK ? "ok" : kr_error(), (long long)same, no);
-    printf("test_quant_model: demo model INT8 g32 experts: %lld of %zu greedy tokens match transformers\n",
-           (long long)same, no);
+    printf("test_quant_model: demo model %s: %lld of %zu greedy tokens match transformers\n", label, (long long)same,
+           no);
     free(ids);
     free(logits);
     kr_kv_cache_free(kv);
@@ -107,14 +106,20 @@ int main(void) {
     static const char *fixtures[] = {"dsv2_lite", "dsv2_bias", "dsv2_qlora_group", "dsv3_fp8", "dsv3_group",
                                      "glm4_moe_qknorm", "glm4_moe_tied", "kimi_k2", "kimi_k25", "qwen3_moe",
                                      "qwen3_moe_yarn"};
-    for (size_t i = 0; i < sizeof fixtures / sizeof *fixtures; i++) {
-        char sub[600];
-        snprintf(sub, sizeof sub, "%s/%s", cache, fixtures[i]);
-        fixture(fixtures[i], sub);
-    }
+    kr_quant_config experts = {.routed_bits = 8, .shared_bits = 8, .group_size = 32, .threads = 2};
+    kr_quant_config all = experts;
+    all.attention_bits = all.dense_bits = all.lm_head_bits = 8;
     char sub[600];
+    for (size_t i = 0; i < sizeof fixtures / sizeof *fixtures; i++) {
+        snprintf(sub, sizeof sub, "%s/%s", cache, fixtures[i]);
+        experts.cache_dir = all.cache_dir = sub;
+        fixture(fixtures[i], "INT8 g32 experts", experts);
+        fixture(fixtures[i], "INT8 g32 everything", all);
+    }
     snprintf(sub, sizeof sub, "%s/demo", cache);
-    demo_greedy(sub);
+    experts.cache_dir = all.cache_dir = sub;
+    demo_greedy("INT8 g32 experts", experts);
+    demo_greedy("INT8 g32 everything", all);
     char cmd[700];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", cache);
     if (system(cmd) != 0)

@@ -30,6 +30,7 @@ int kr_quant_flag(int argc, char **argv, int *i, kr_quant_config *qc) {
                : !strcmp(a, "--shared-bits")  ? &qc->shared_bits
                : !strcmp(a, "--dense-bits")   ? &qc->dense_bits
                : !strcmp(a, "--lm-head-bits") ? &qc->lm_head_bits
+               : !strcmp(a, "--attention-bits") ? &qc->attention_bits
                                               : NULL;
     int rc;
     if (dst)

@@ -8,7 +8,8 @@
 
 #define KR_QUANT_USAGE                                                                                      \
     "  --expert-bits 4|8    quantize routed experts (cache file built once)  --group-size 32|64|128 (128)\n" \
-    "  --shared-bits, --dense-bits, --lm-head-bits 4|8   quantize those too   --quant-config FILE.json\n"    \
+    "  --shared-bits, --attention-bits, --dense-bits, --lm-head-bits 4|8  quantize those too\n"             \
+    "  --quant-config FILE.json  the same as a file\n"                                                       \
     "  --cache-dir DIR      expert cache location (default ~/.cache/krasis/<model>)  --threads N\n"
 
 /* If argv[*i] is a quantization flag, consumes it (and its value), sets qc and returns 1; returns 0 when

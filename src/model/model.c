@@ -16,6 +16,7 @@
 #include "backend/cpu/threadpool.h"
 #include "base/mapfile.h"
 #include "weights/expert_cache.h"
+#include "model/gguf_model.h"
 #include "backend/cpu/rope.h"
 #include "backend/cpu/router.h"
 
@@ -57,12 +58,16 @@ static kr_status check_shape(const kr_model *m, const kr_tensor *t, int ndim, co
 }
 
 bool kr_model_has(const kr_model *m, const char *name) {
+    if (m->gguf)
+        return kr_gguf_model_has(m, name);
     char full[512];
     snprintf(full, sizeof full, "%s%s", m->prefix, name);
     return kr_st_find(&m->st, full) != NULL;
 }
 
 kr_status kr_bind_matrix(kr_model *m, const char *name, int64_t rows, int64_t cols, kr_matrix *out) {
+    if (m->gguf)
+        return kr_gguf_bind_matrix(m, name, rows, cols, out);
     const kr_tensor *t;
     KR_TRY(find(m, name, &t));
     KR_TRY(check_shape(m, t, 2, (int64_t[]){rows, cols}));
@@ -95,6 +100,8 @@ kr_status kr_bind_matrix(kr_model *m, const char *name, int64_t rows, int64_t co
 }
 
 kr_status kr_bind_vector(kr_model *m, const char *name, int64_t n, float **out) {
+    if (m->gguf)
+        return kr_gguf_bind_vector(m, name, n, out);
     const kr_tensor *t;
     KR_TRY(find(m, name, &t));
     KR_TRY(check_shape(m, t, 1, (int64_t[]){n}));
@@ -171,7 +178,8 @@ static kr_status detect_prefix(kr_model *m, const char *dir) {
 
 static kr_status bind_all(kr_model *m, const char *dir) {
     const kr_hparams *hp = &m->hp;
-    KR_TRY(detect_prefix(m, dir));
+    if (!m->gguf)
+        KR_TRY(detect_prefix(m, dir));
     KR_TRY(kr_bind_matrix(m, "model.embed_tokens.weight", hp->vocab, hp->hidden, &m->embed));
     KR_TRY(kr_bind_vector(m, "model.norm.weight", hp->hidden, &m->final_norm));
     if (hp->tie_embeddings)
@@ -200,10 +208,18 @@ kr_status kr_model_open(const char *dir, kr_model **out) {
     kr_model *m = calloc(1, sizeof *m);
     if (!m)
         return kr_fail(KR_ERR_NOMEM, "out of memory");
-    kr_status s = kr_hparams_load(dir, &m->hp);
+    kr_status s = KR_OK;
+    if (kr_is_gguf_file(dir)) {
+        m->gguf = calloc(1, sizeof *m->gguf);
+        s = m->gguf ? kr_gguf_set_open(dir, m->gguf) : kr_fail(KR_ERR_NOMEM, "out of memory");
+        if (s == KR_OK)
+            s = kr_hparams_from_gguf(m->gguf, &m->hp);
+    } else {
+        s = kr_hparams_load(dir, &m->hp);
+    }
     if (s == KR_OK && !(m->dir = strdup(dir)))
         s = kr_fail(KR_ERR_NOMEM, "out of memory");
-    if (s == KR_OK)
+    if (s == KR_OK && !m->gguf)
         s = kr_st_open(dir, &m->st);
     if (s == KR_OK)
         s = bind_all(m, dir);
@@ -237,6 +253,9 @@ void kr_model_close(kr_model *m) {
     free(m->final_norm);
     free(m->inv_freq);
     kr_st_close(&m->st);
+    if (m->gguf)
+        kr_gguf_set_close(m->gguf);
+    free(m->gguf);
     kr_hparams_free(&m->hp);
     free(m);
 }
@@ -343,6 +362,7 @@ struct kr_quant {
     kr_qexpert *dense;     /* [n_layers], when dense_bits */
     kr_qmatrix lm_head;
     bool q_lm_head;
+    kr_qmatrix *attn;      /* [n_layers][KR_ATTN_MATRICES], when attention_bits; attached as kr_matrix.q */
     void **mem;            /* owned quantized storage */
     int n_mem;
     kr_qmoe_ws *ws;        /* grows to the largest T seen, then is reused: a decode step allocates nothing */
@@ -359,6 +379,7 @@ static void quant_free(struct kr_quant *Q) {
     free(Q->moe_slot);
     free(Q->shared);
     free(Q->dense);
+    free(Q->attn);
     kr_qmoe_ws_free(Q->ws);
     kr_qlinear_ws_free(&Q->lws);
     free(Q);
@@ -456,6 +477,44 @@ static kr_status cache_path(const kr_model *m, const kr_quant_config *qc, char *
 
 static bool valid_bits(int b) { return b == 0 || b == 4 || b == 8; }
 
+/* The attention projections a QuantConfig's attention_bits quantizes. MLA's kv_b stays as loaded: the
+ * absorbed form reads it row by row per head, and it is small (kv_lora_rank wide). */
+enum { KR_ATTN_MATRICES = 9 };
+static void attention_matrices(kr_layer *L, kr_matrix *out[KR_ATTN_MATRICES]) {
+    kr_matrix *all[KR_ATTN_MATRICES] = {&L->q_proj, &L->q_a, &L->q_b, &L->kv_a, &L->o_proj,
+                                        &L->wq, &L->wk, &L->wv, &L->wo};
+    memcpy(out, all, sizeof all);
+}
+
+static kr_status quantize_attention(kr_model *m, struct kr_quant *Q, int bits, int gs) {
+    int n = m->hp.n_layers;
+    Q->attn = calloc((size_t)n * KR_ATTN_MATRICES, sizeof *Q->attn);
+    if (!Q->attn)
+        return kr_fail(KR_ERR_NOMEM, "out of memory");
+    for (int l = 0; l < n; l++) {
+        kr_matrix *mats[KR_ATTN_MATRICES];
+        attention_matrices(&m->layers[l], mats);
+        for (int i = 0; i < KR_ATTN_MATRICES; i++) {
+            if (!mats[i]->rows)
+                continue; /* not used by this family / configuration */
+            kr_qmatrix *q = &Q->attn[l * KR_ATTN_MATRICES + i];
+            KR_TRY(quantize_matrix(Q, mats[i], bits, gs, q));
+            mats[i]->q = q;
+        }
+    }
+    return KR_OK;
+}
+
+/* Detaches the quantized copies from the model's matrices before they are freed. */
+static void detach_attention(kr_model *m) {
+    for (int l = 0; l < m->hp.n_layers; l++) {
+        kr_matrix *mats[KR_ATTN_MATRICES];
+        attention_matrices(&m->layers[l], mats);
+        for (int i = 0; i < KR_ATTN_MATRICES; i++)
+            mats[i]->q = NULL;
+    }
+}
+
 kr_status kr_model_quantize(kr_model *m, const kr_quant_config *qc) {
     if (!qc->routed_bits && !qc->shared_bits && !qc->attention_bits && !qc->dense_bits && !qc->lm_head_bits)
         return KR_OK;
@@ -466,8 +525,6 @@ kr_status kr_model_quantize(kr_model *m, const kr_quant_config *qc) {
         return kr_fail(KR_ERR_ARG, "quantization bits must be 4 or 8 (or bf16: as loaded)");
     if (!kr_quant_valid(4, qc->group_size))
         return kr_fail(KR_ERR_ARG, "--group-size %d: must be 32, 64 or 128", qc->group_size);
-    if (qc->attention_bits)
-        return kr_fail(KR_ERR_UNSUPPORTED, "quantized attention projections are not implemented yet (use bf16 for attention)");
     KR_TRY(kr_pool_init(qc->threads));
     const kr_hparams *hp = &m->hp;
     struct kr_quant *Q = calloc(1, sizeof *Q);
@@ -488,6 +545,8 @@ kr_status kr_model_quantize(kr_model *m, const kr_quant_config *qc) {
         if (!L->moe && qc->dense_bits)
             s = quantize_mlp(Q, &L->dense, qc->dense_bits, qc->group_size, &Q->dense[l]);
     }
+    if (s == KR_OK && qc->attention_bits)
+        s = quantize_attention(m, Q, qc->attention_bits, qc->group_size);
     if (s == KR_OK && qc->lm_head_bits) {
         s = quantize_matrix(Q, &m->lm_head, qc->lm_head_bits, qc->group_size, &Q->lm_head);
         Q->q_lm_head = s == KR_OK;
@@ -511,6 +570,7 @@ kr_status kr_model_quantize(kr_model *m, const kr_quant_config *qc) {
         Q->cfg.routed_bits = 0;
     }
     if (s != KR_OK) {
+        detach_attention(m);
         quant_free(Q);
         m->quant = NULL;
     }

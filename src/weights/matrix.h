@@ -5,6 +5,7 @@
 #ifndef KR_WEIGHTS_MATRIX_H
 #define KR_WEIGHTS_MATRIX_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "weights/tensor.h"
@@ -18,6 +19,16 @@ typedef struct {
     kr_dtype scale_dtype;
     int64_t scale_cols;
     int64_t block_rows, block_cols;
+    /* A quantized copy (backend/cpu/quant.h) made at load by the QuantConfig; when set, kr_matmul
+     * multiplies with it instead of the stored weights. NULL otherwise. */
+    const struct kr_qmatrix *q;
+    /* GGUF quantized storage (ggml block types, weights/ggml_quants.h): when ggml is set, row r is the
+     * row_bytes bytes at data + r * row_bytes, dequantized by kr_ggml_dequantize; dtype is unused.
+     * from_gguf + ggml_type are set for every matrix bound from a GGUF (F32/F16/BF16 ones too, which
+     * take the plain dtype path), so the requantizer knows each matrix's type in the file. */
+    bool ggml, from_gguf;
+    uint32_t ggml_type;
+    int64_t row_bytes;
 } kr_matrix;
 
 /* Converts n contiguous stored elements to float32. dtype must be F32, F16, BF16 or F8_E4M3. */

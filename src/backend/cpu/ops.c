@@ -1,8 +1,12 @@
-/* Reference float32 kernels. */
+/* Reference float32 kernels, and the dense matmul every projection goes through (threaded; quantized
+ * when the matrix carries a quantized copy). */
 #include "backend/cpu/ops.h"
 
 #include <math.h>
 #include <stdlib.h>
+
+#include "backend/cpu/qlinear.h"
+#include "backend/cpu/threadpool.h"
 
 float kr_dot(const float *a, const float *b, int64_t n) {
     /* four partial sums: lets the compiler keep several FMAs in flight without -ffast-math */
@@ -28,16 +32,51 @@ void kr_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps
         out[i] = w[i] * (x[i] * r);
 }
 
-kr_status kr_matmul(const kr_matrix *w, const float *x, int64_t T, float *y) {
-    float *row = malloc((size_t)w->cols * sizeof *row);
-    if (!row)
-        return kr_fail(KR_ERR_NOMEM, "out of memory for a %lld-wide weight row", (long long)w->cols);
-    for (int64_t r = 0; r < w->rows; r++) {
+/* Scratch reused by every kr_matmul call (kr_matmul is called by one thread at a time, as the pool is
+ * used): one dequantized-row buffer per worker and the quantized-activation workspace. It grows to the
+ * widest matrix and largest T seen, so the forward pass allocates nothing here after its first step. */
+static struct {
+    float *rows;        /* [workers][cap] */
+    int64_t cap;
+    int workers;
+    kr_qlinear_ws qws;
+} scratch;
+
+typedef struct {
+    const kr_matrix *w;
+    const float *x;
+    int64_t T;
+    float *y;
+} matmul_job;
+
+static void matmul_region(void *ctx, int wk, int n) {
+    const matmul_job *j = ctx;
+    const kr_matrix *w = j->w;
+    float *row = scratch.rows + (size_t)wk * (size_t)scratch.cap;
+    for (int64_t r = w->rows * wk / n; r < w->rows * (wk + 1) / n; r++) {
         kr_matrix_row(w, r, row);
-        for (int64_t t = 0; t < T; t++)
-            y[t * w->rows + r] = kr_dot(x + t * w->cols, row, w->cols);
+        for (int64_t t = 0; t < j->T; t++)
+            j->y[t * w->rows + r] = kr_dot(j->x + t * w->cols, row, w->cols);
     }
-    free(row);
+}
+
+kr_status kr_matmul(const kr_matrix *w, const float *x, int64_t T, float *y) {
+    if (w->q)
+        return kr_qlinear(w->q, x, T, y, &scratch.qws);
+    int workers = kr_pool_threads();
+    if (w->cols > scratch.cap || workers > scratch.workers) {
+        int64_t cap = w->cols > scratch.cap ? w->cols : scratch.cap;
+        int nw = workers > scratch.workers ? workers : scratch.workers;
+        float *rows = malloc((size_t)nw * (size_t)cap * sizeof *rows);
+        if (!rows)
+            return kr_fail(KR_ERR_NOMEM, "out of memory for %d %lld-wide weight rows", nw, (long long)cap);
+        free(scratch.rows);
+        scratch.rows = rows;
+        scratch.cap = cap;
+        scratch.workers = nw;
+    }
+    matmul_job j = {w, x, T, y};
+    kr_pool_run(matmul_region, &j);
     return KR_OK;
 }
 

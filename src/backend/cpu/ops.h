@@ -13,7 +13,9 @@ float kr_dot(const float *a, const float *b, int64_t n);
 void kr_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps);
 
 /* y[t, r] = sum_j x[t, j] * W[r, j] for t < T (x: [T, W.cols], y: [T, W.rows], both contiguous).
- * Each weight row is dequantized once and applied to all T rows of x. */
+ * Each weight row is dequantized once and applied to all T rows of x; rows are split over the thread
+ * pool. A matrix with a quantized copy (w->q) runs through kr_qlinear instead. Not reentrant: one
+ * caller at a time, never from inside a pool region. */
 kr_status kr_matmul(const kr_matrix *w, const float *x, int64_t T, float *y);
 
 /* y[t, :] += b for t < T */

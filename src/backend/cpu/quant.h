@@ -22,7 +22,7 @@
 
 #define KR_QUANTIZER_VERSION 1
 
-typedef struct {
+typedef struct kr_qmatrix {
     int64_t rows, cols;  /* logical shape */
     int bits, gs;        /* 4 or 8; 32, 64 or 128 */
     int64_t groups;      /* per row: ceil(cols / gs) */
