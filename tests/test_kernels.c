@@ -94,6 +94,31 @@ static void test_level(const kr_kernels *k) {
                     CHECK(fabs(y[i] - yr[i]) <= 1e-6 * mag + 1e-30, "%s int%d gs %d [%lld x %lld] row %lld: %g vs %g",
                           k->name, bits, gs, (long long)rows, (long long)cols, (long long)(r0 + i), y[i], yr[i]);
                 }
+                /* tile_dot: nt tokens at once, each value bit-identical to rows_dot of that token alone */
+                owned_act at[KR_TILE_TOKENS];
+                kr_qvec av[KR_TILE_TOKENS];
+                for (int t = 0; t < KR_TILE_TOKENS; t++) {
+                    for (int64_t j = 0; j < cols; j++)
+                        x[j] = frand() * (j % (5 + t) ? 1.0f : 6.0f);
+                    make_act(&at[t], k, x, cols, gs);
+                    av[t] = at[t].v;
+                }
+                int64_t ys = nr + 3;
+                float *yt = malloc((size_t)(KR_TILE_TOKENS * ys) * sizeof *yt);
+                for (int nt = 1; nt <= KR_TILE_TOKENS; nt++) {
+                    for (int64_t i = 0; i < KR_TILE_TOKENS * ys; i++)
+                        yt[i] = NAN;
+                    k->tile_dot(&w.m, r0, nr, av, nt, yt, ys);
+                    for (int t = 0; t < nt; t++) {
+                        k->rows_dot(&w.m, r0, nr, &av[t], y);
+                        CHECK(!memcmp(yt + t * ys, y, (size_t)nr * sizeof *y),
+                              "%s tile_dot int%d gs %d [%lld x %lld] nt %d token %d differs from rows_dot", k->name, bits,
+                              gs, (long long)rows, (long long)cols, nt, t);
+                    }
+                }
+                free(yt);
+                for (int t = 0; t < KR_TILE_TOKENS; t++)
+                    free_act(&at[t]);
                 checked++;
                 free(y);
                 free(yr);

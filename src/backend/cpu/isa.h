@@ -9,6 +9,9 @@
 
 #include "backend/cpu/quant.h"
 
+/* tokens per tile_dot call */
+#define KR_TILE_TOKENS 4
+
 typedef enum { KR_ISA_SCALAR, KR_ISA_AVX2, KR_ISA_AVX512, KR_ISA_AMX, KR_ISA_COUNT } kr_isa;
 
 typedef struct {
@@ -18,6 +21,10 @@ typedef struct {
     void (*quantize_act)(const float *x, int64_t n, int gs, int8_t *q, float *s, float *c);
     /* y[i] = <row r0 + i of w, a> for i < nr, integer dot products per group, float across groups. */
     void (*rows_dot)(const kr_qmatrix *w, int64_t r0, int64_t nr, const kr_qvec *a, float *y);
+    /* The same for nt tokens at once (1 <= nt <= KR_TILE_TOKENS): y[t * ys + i] = <row r0 + i, a[t]>.
+     * Each value is bit-identical to what rows_dot gives for that token alone, so batching (prefill)
+     * never changes a result. */
+    void (*tile_dot)(const kr_qmatrix *w, int64_t r0, int64_t nr, const kr_qvec *a, int nt, float *y, int64_t ys);
     /* Reads n bytes (n a multiple of 128, p 64-byte aligned) and returns a value depending on all of
      * them, so the read cannot be optimized away: the memory-bandwidth probe. */
     uint64_t (*read_sum)(const uint8_t *p, size_t n);

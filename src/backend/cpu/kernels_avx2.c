@@ -133,6 +133,86 @@ static void rows_dot(const kr_qmatrix *w, int64_t r0, int64_t nr, const kr_qvec 
         (nb == 1 ? rows_8_1 : nb == 2 ? rows_8_2 : rows_8_4)(w, r0, nr, a, y);
 }
 
+/* One row against NT tokens (1 to 4): the row's blocks are unpacked once per group and multiplied with
+ * every token's activation, which is what makes prefill cheaper per token than decode. For each
+ * (row, token) pair the arithmetic is rows_k's exactly (even groups in acc0, odd ones in acc1, same
+ * order), so a token's result does not depend on how many tokens were batched with it. */
+static inline __attribute__((always_inline)) void tile_k(const kr_qmatrix *w, int64_t r, const kr_qvec *a, int NT,
+                                                         float *y, int64_t ys, int BITS, int NB) {
+    const int64_t G = w->groups, gbytes = NB * 32 * BITS / 8;
+    const uint8_t *wq = w->q + r * w->row_bytes;
+    const float *sw = w->s + r * G;
+    __m256 acc[4][2];
+    for (int t = 0; t < NT; t++)
+        acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < G; g++) {
+        if ((g & 1) == 0) {
+            const uint8_t *pq = wq + w->row_bytes + g * gbytes; /* the next row, as rows_k streams it */
+            for (int64_t o = 0; o < 2 * gbytes; o += 64)
+                _mm_prefetch((const char *)pq + o, _MM_HINT_T0);
+        }
+        __m256i wv[4], wabs[4];
+        for (int b = 0; b < NB; b++) {
+            if (BITS == 4) {
+                wv[b] = unpack4(wq + g * gbytes + 16 * b);
+            } else {
+                wv[b] = _mm256_loadu_si256((const __m256i *)(wq + g * gbytes + 32 * b));
+                wabs[b] = _mm256_sign_epi8(wv[b], wv[b]);
+            }
+        }
+        for (int t = 0; t < NT; t++) {
+            const int8_t *aq = a[t].q + g * NB * 32;
+            __m256i d;
+            if (BITS == 4) {
+                __m256i s16 = _mm256_maddubs_epi16(wv[0], _mm256_loadu_si256((const __m256i *)aq));
+                for (int b = 1; b < NB; b++)
+                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wv[b], _mm256_loadu_si256((const __m256i *)(aq + 32 * b))));
+                d = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+            } else {
+                d = _mm256_setzero_si256();
+                for (int b = 0; b < NB; b++) {
+                    __m256i av = _mm256_loadu_si256((const __m256i *)(aq + 32 * b));
+                    __m256i p = _mm256_maddubs_epi16(wabs[b], _mm256_sign_epi8(av, wv[b]));
+                    d = _mm256_add_epi32(d, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+                }
+            }
+            acc[t][g & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(sw[g] * a[t].s[g]), acc[t][g & 1]);
+        }
+    }
+    for (int t = 0; t < NT; t++)
+        y[t * ys] = hsum8(_mm256_add_ps(acc[t][0], acc[t][1])) + (BITS == 4 ? corr_dot(sw, a[t].c, G) : 0.0f);
+}
+
+#define TILE_FN(BITS, NB)                                                                                  \
+    static void tile_##BITS##_##NB(const kr_qmatrix *w, int64_t r0, int64_t nr, const kr_qvec *a, int nt,   \
+                                   float *y, int64_t ys) {                                                 \
+        for (int64_t i = 0; i < nr; i++)                                                                   \
+            switch (nt) {                                                                                  \
+            case 4: tile_k(w, r0 + i, a, 4, y + i, ys, BITS, NB); break;                                   \
+            case 3: tile_k(w, r0 + i, a, 3, y + i, ys, BITS, NB); break;                                   \
+            case 2: tile_k(w, r0 + i, a, 2, y + i, ys, BITS, NB); break;                                   \
+            default: tile_k(w, r0 + i, a, 1, y + i, ys, BITS, NB); break;                                  \
+            }                                                                                              \
+    }
+TILE_FN(4, 1)
+TILE_FN(4, 2)
+TILE_FN(4, 4)
+TILE_FN(8, 1)
+TILE_FN(8, 2)
+TILE_FN(8, 4)
+
+static void tile_dot(const kr_qmatrix *w, int64_t r0, int64_t nr, const kr_qvec *a, int nt, float *y, int64_t ys) {
+    if (nt == 1) { /* decode: the multi-row kernel shares activation loads across rows instead */
+        rows_dot(w, r0, nr, a, y);
+        return;
+    }
+    int nb = w->gs / 32;
+    if (w->bits == 4)
+        (nb == 1 ? tile_4_1 : nb == 2 ? tile_4_2 : tile_4_4)(w, r0, nr, a, nt, y, ys);
+    else
+        (nb == 1 ? tile_8_1 : nb == 2 ? tile_8_2 : tile_8_4)(w, r0, nr, a, nt, y, ys);
+}
+
 /* Bit-identical to kr_quantize_act_ref: same amax, same 127 / amax, same round-to-nearest-even. */
 static void quantize_act(const float *x, int64_t n, int gs, int8_t *q, float *s, float *c) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -181,4 +261,4 @@ static uint64_t read_sum(const uint8_t *p, size_t n) {
     return out[0] + out[1] + out[2] + out[3];
 }
 
-const kr_kernels kr_kernels_avx2 = {KR_ISA_AVX2, "avx2", quantize_act, rows_dot, read_sum};
+const kr_kernels kr_kernels_avx2 = {KR_ISA_AVX2, "avx2", quantize_act, rows_dot, tile_dot, read_sum};

@@ -20,6 +20,11 @@ static void rows_dot(const kr_qmatrix *w, int64_t r0, int64_t nr, const kr_qvec 
     }
 }
 
+static void tile_dot(const kr_qmatrix *w, int64_t r0, int64_t nr, const kr_qvec *a, int nt, float *y, int64_t ys) {
+    for (int t = 0; t < nt; t++)
+        rows_dot(w, r0, nr, &a[t], y + t * ys);
+}
+
 static uint64_t read_sum(const uint8_t *p, size_t n) {
     uint64_t s0 = 0, s1 = 0;
     for (size_t i = 0; i < n; i += 16) {
@@ -32,4 +37,4 @@ static uint64_t read_sum(const uint8_t *p, size_t n) {
     return s0 + s1;
 }
 
-const kr_kernels kr_kernels_scalar = {KR_ISA_SCALAR, "scalar", kr_quantize_act_ref, rows_dot, read_sum};
+const kr_kernels kr_kernels_scalar = {KR_ISA_SCALAR, "scalar", kr_quantize_act_ref, rows_dot, tile_dot, read_sum};

@@ -148,17 +148,22 @@ static inline int64_t share(int64_t total, int w, int n) { return total * w / n;
 static void w13_unit(kr_qmoe_ws *ws, const entry *en, int64_t g) {
     const int gs = ws->gs;
     int64_t i0 = g * gs, ni = en->ex->inter - i0 < gs ? en->ex->inter - i0 : gs;
-    float y[256], h[128];
-    for (int64_t s = 0; s < en->n; s++) {
-        int64_t slot = en->start + s;
-        kr_qvec a = xvec(ws, ws->slot_tok[slot]);
-        ws->k->rows_dot(&en->ex->w13, 2 * i0, 2 * ni, &a, y);
-        for (int64_t i = 0; i < ni; i++) {
-            float gv = y[2 * i], uv = y[2 * i + 1];
-            h[i] = gv / (1.0f + expf(-gv)) * uv;
+    float y[KR_TILE_TOKENS][256], h[128];
+    for (int64_t s0 = 0; s0 < en->n; s0 += KR_TILE_TOKENS) {
+        int nt = en->n - s0 < KR_TILE_TOKENS ? (int)(en->n - s0) : KR_TILE_TOKENS;
+        kr_qvec a[KR_TILE_TOKENS];
+        for (int t = 0; t < nt; t++)
+            a[t] = xvec(ws, ws->slot_tok[en->start + s0 + t]);
+        ws->k->tile_dot(&en->ex->w13, 2 * i0, 2 * ni, a, nt, y[0], 256);
+        for (int t = 0; t < nt; t++) {
+            int64_t slot = en->start + s0 + t;
+            for (int64_t i = 0; i < ni; i++) {
+                float gv = y[t][2 * i], uv = y[t][2 * i + 1];
+                h[i] = gv / (1.0f + expf(-gv)) * uv;
+            }
+            ws->k->quantize_act(h, ni, gs, ws->hq + slot * ws->ip + i0, ws->hs + slot * ws->ig + g,
+                                ws->hc + slot * ws->ig + g);
         }
-        ws->k->quantize_act(h, ni, gs, ws->hq + slot * ws->ip + i0, ws->hs + slot * ws->ig + g,
-                            ws->hc + slot * ws->ig + g);
     }
 }
 
@@ -193,7 +198,7 @@ static void region(void *ctx, int w, int n) {
 
     /* phase 2: chunks of KR_QMOE_DOWN_ROWS hidden rows; the worker that takes a chunk owns those output rows for all
      * tokens and runs every entry's down rows into them, so accumulating needs no atomics */
-    float y[KR_QMOE_DOWN_ROWS];
+    float y[KR_TILE_TOKENS][KR_QMOE_DOWN_ROWS];
     int64_t n_chunks = (D + KR_QMOE_DOWN_ROWS - 1) / KR_QMOE_DOWN_ROWS;
     for (;;) {
         int64_t c = atomic_fetch_add_explicit(&ws->next_chunk, 1, memory_order_relaxed);
@@ -204,13 +209,18 @@ static void region(void *ctx, int w, int n) {
             memset(ws->out + t * D + r, 0, (size_t)nr * sizeof(float));
         for (int j = 0; j < ws->n_entries; j++) {
             const entry *en = &ws->entries[j];
-            for (int64_t s = 0; s < en->n; s++) {
-                int64_t slot = en->start + s;
-                kr_qvec a = hvec(ws, slot);
-                ws->k->rows_dot(&en->ex->down, r, nr, &a, y);
-                float wt = ws->slot_w[slot], *o = ws->out + ws->slot_tok[slot] * D + r;
-                for (int64_t i = 0; i < nr; i++)
-                    o[i] += wt * y[i];
+            for (int64_t s0 = 0; s0 < en->n; s0 += KR_TILE_TOKENS) {
+                int nt = en->n - s0 < KR_TILE_TOKENS ? (int)(en->n - s0) : KR_TILE_TOKENS;
+                kr_qvec a[KR_TILE_TOKENS];
+                for (int t = 0; t < nt; t++)
+                    a[t] = hvec(ws, en->start + s0 + t);
+                ws->k->tile_dot(&en->ex->down, r, nr, a, nt, y[0], KR_QMOE_DOWN_ROWS);
+                for (int t = 0; t < nt; t++) {
+                    int64_t slot = en->start + s0 + t;
+                    float wt = ws->slot_w[slot], *o = ws->out + ws->slot_tok[slot] * D + r;
+                    for (int64_t i = 0; i < nr; i++)
+                        o[i] += wt * y[t][i];
+                }
             }
         }
     }

@@ -23,15 +23,16 @@ static void region(void *ctx, int wk, int n) {
         j->k->quantize_act(j->x + t * w->cols, w->cols, w->gs, j->ws->q + t * pad, j->ws->s + t * w->groups,
                            j->ws->c + t * w->groups);
     kr_pool_barrier();
+    /* rows in chunks that stay in L2 while every token (KR_TILE_TOKENS at a time) passes over them */
     int64_t r0 = w->rows * wk / n, r1 = w->rows * (wk + 1) / n;
-    float y[64];
     for (int64_t r = r0; r < r1; r += 64) {
         int64_t nr = r1 - r < 64 ? r1 - r : 64;
-        for (int64_t t = 0; t < j->T; t++) {
-            kr_qvec a = {j->ws->q + t * pad, j->ws->s + t * w->groups, j->ws->c + t * w->groups};
-            j->k->rows_dot(w, r, nr, &a, y);
-            for (int64_t i = 0; i < nr; i++)
-                j->y[t * w->rows + r + i] = y[i];
+        for (int64_t t = 0; t < j->T; t += KR_TILE_TOKENS) {
+            int nt = j->T - t < KR_TILE_TOKENS ? (int)(j->T - t) : KR_TILE_TOKENS;
+            kr_qvec a[KR_TILE_TOKENS];
+            for (int i = 0; i < nt; i++)
+                a[i] = (kr_qvec){j->ws->q + (t + i) * pad, j->ws->s + (t + i) * w->groups, j->ws->c + (t + i) * w->groups};
+            j->k->tile_dot(w, r, nr, a, nt, j->y + t * w->rows + r, w->rows);
         }
     }
 }
