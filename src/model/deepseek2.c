@@ -13,6 +13,7 @@
 #include "backend/cpu/ops.h"
 #include "backend/cpu/rope.h"
 #include "base/json.h"
+#include "model/gguf_model.h"
 #include "model/model.h"
 
 static kr_status parse_router(const json_t *cfg, const char *where, bool v3, kr_hparams *hp) {
@@ -147,7 +148,17 @@ kr_status kr_deepseek2_bind_attention(kr_model *m, int l) {
     }
     KR_TRY(kr_bind_matrix(m, NAME("kv_a_proj_with_mqa.weight"), C + Dr, D, &L->kv_a));
     KR_TRY(kr_bind_vector(m, NAME("kv_a_layernorm.weight"), C, &L->kv_a_norm));
-    KR_TRY(kr_bind_matrix(m, NAME("kv_b_proj.weight"), H * (hp->qk_nope_dim + hp->v_head_dim), C, &L->kv_b));
+    char kb[64];
+    snprintf(kb, sizeof kb, "blk.%d.attn_k_b.weight", l);
+    if (m->gguf && kr_gguf_has_tensor(m, kb)) {
+        /* current llama.cpp converters: Wk_b transposed per head {Dn, C, H}, Wv_b {C, Dv, H} */
+        char vb[64];
+        snprintf(vb, sizeof vb, "blk.%d.attn_v_b.weight", l);
+        KR_TRY(kr_gguf_bind_tensor(m, kb, 3, (int64_t[]){hp->qk_nope_dim, C, H}, &L->k_b));
+        KR_TRY(kr_gguf_bind_tensor(m, vb, 3, (int64_t[]){C, hp->v_head_dim, H}, &L->v_b));
+    } else {
+        KR_TRY(kr_bind_matrix(m, NAME("kv_b_proj.weight"), H * (hp->qk_nope_dim + hp->v_head_dim), C, &L->kv_b));
+    }
     KR_TRY(kr_bind_matrix(m, NAME("o_proj.weight"), D, H * hp->v_head_dim, &L->o_proj));
     if (hp->attention_bias) {
         KR_TRY(kr_bind_vector(m, NAME("kv_a_proj_with_mqa.bias"), C + Dr, &L->kv_a_bias));
@@ -180,7 +191,7 @@ kr_status kr_deepseek2_attention(kr_model *m, int l, const float *x, int64_t T, 
         .qabs = calloc((size_t)(T * H * W), sizeof(float)),
         .lat = malloc((size_t)(T * H * C) * sizeof(float)),
         .o = malloc((size_t)(T * H * Dv) * sizeof(float)),
-        .row = malloc((size_t)C * sizeof(float)),
+        .row = malloc((size_t)(C > Dn ? C : Dn) * sizeof(float)),
         .scores = malloc((size_t)ctx * sizeof(float)),
     };
     kr_status st = KR_OK;
@@ -217,9 +228,15 @@ kr_status kr_deepseek2_attention(kr_model *m, int l, const float *x, int64_t T, 
         kr_rope_apply(&hp->rope, m->inv_freq, row + C, pos0 + t);
     }
 
-    /* absorbed queries [Wk_b^T q_nope | RoPE(q_pe)]; kv_b's k rows are read once for all T */
+    /* absorbed queries [Wk_b^T q_nope | RoPE(q_pe)]; kv_b's k rows (or k_b's) are read once for all T */
     for (int64_t h = 0; h < H; h++) {
-        for (int64_t d = 0; d < Dn; d++) {
+        /* split k_b: row (h, c) is column c of Wk_b[h], so qabs[c] = k_b row . q_nope */
+        for (int64_t c = 0; L->k_b.rows && c < C; c++) {
+            kr_matrix_row(&L->k_b, h * C + c, s.row);
+            for (int64_t t = 0; t < T; t++)
+                s.qabs[(t * H + h) * W + c] = kr_dot(s.row, s.q + (t * H + h) * Dq, Dn);
+        }
+        for (int64_t d = 0; !L->k_b.rows && d < Dn; d++) {
             kr_matrix_row(&L->kv_b, h * (Dn + Dv) + d, s.row);
             for (int64_t t = 0; t < T; t++) {
                 float qd = s.q[(t * H + h) * Dq + d];
@@ -244,7 +261,10 @@ kr_status kr_deepseek2_attention(kr_model *m, int l, const float *x, int64_t T, 
     /* up-project the attended latent through Wv_b, then o_proj */
     for (int64_t h = 0; h < H; h++)
         for (int64_t d = 0; d < Dv; d++) {
-            kr_matrix_row(&L->kv_b, h * (Dn + Dv) + Dn + d, s.row);
+            if (L->v_b.rows)
+                kr_matrix_row(&L->v_b, h * Dv + d, s.row);
+            else
+                kr_matrix_row(&L->kv_b, h * (Dn + Dv) + Dn + d, s.row);
             for (int64_t t = 0; t < T; t++)
                 s.o[(t * H + h) * Dv + d] = kr_dot(s.row, s.lat + (t * H + h) * C, C);
         }

@@ -22,6 +22,9 @@ typedef struct {
     /* MLA (deepseek2) */
     kr_matrix q_proj;              /* when q_lora_rank is null */
     kr_matrix q_a, q_b, kv_a, kv_b, o_proj;
+    /* GGUF files from current converters split kv_b: k_b [H*C rows of Dn] (Wk_b transposed per head)
+     * and v_b [H*Dv rows of C]; when k_b.rows is set they are used instead of kv_b */
+    kr_matrix k_b, v_b;
     float *q_a_norm, *kv_a_norm;
     float *q_a_bias, *kv_a_bias;   /* attention_bias only */
 
@@ -47,6 +50,7 @@ typedef struct {
     int64_t params_routed;         /* of which routed experts */
     int64_t bytes_by_dtype[KR_DT_COUNT];
     int64_t bytes_total;
+    int64_t bytes_by_ggml[64];     /* GGUF block-quantized tensors, by ggml type id (KR_GGML_TYPE_LIMIT) */
 } kr_model_stats;
 
 /* Which components run quantized (DESIGN.md section 3). 0 keeps a component as loaded (BF16/F16/F32/FP8
@@ -71,6 +75,7 @@ typedef struct kr_model {
     bool binding_routed;           /* set while routed experts are bound, for the stats */
     char *dir;                     /* the model directory as given */
     struct kr_quant *quant;        /* NULL: the float32 reference path everywhere */
+    struct kr_gguf_set *gguf;      /* set when opened from a GGUF file (then st is unused) */
 } kr_model;
 
 /* KV cache of one sequence. GQA rows: k and v of all kv heads. MLA rows: [normalized latent (C) |
@@ -82,6 +87,7 @@ typedef struct kr_kv_cache {
     float **k, **v;
 } kr_kv_cache;
 
+/* path: a Hugging Face model directory, or a GGUF file (detected by its magic; any shard of a split set). */
 kr_status kr_model_open(const char *dir, kr_model **out);
 /* Switches the components qc names to quantized kernels (building or mapping the expert cache).
  * A config with every *_bits 0 changes nothing. Call once, after kr_model_open. */

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "base/fp.h"
+#include "weights/ggml_quants.h"
 
 int kr_dtype_is_computable(kr_dtype t) {
     return t == KR_DT_F32 || t == KR_DT_F16 || t == KR_DT_BF16 || t == KR_DT_F8_E4M3;
@@ -40,6 +41,10 @@ void kr_convert_to_f32(kr_dtype dtype, const uint8_t *src, int64_t n, float *dst
 }
 
 void kr_matrix_row(const kr_matrix *m, int64_t r, float *out) {
+    if (m->ggml) {
+        kr_ggml_dequantize(m->ggml_type, m->data + (size_t)(r * m->row_bytes), m->cols, out);
+        return;
+    }
     size_t es = kr_dtype_size(m->dtype);
     kr_convert_to_f32(m->dtype, m->data + (size_t)(r * m->cols) * es, m->cols, out);
     if (!m->scale)
