@@ -1,0 +1,521 @@
+/* Causal attention, two kernels behind kr_cuda_attention.
+ *
+ * flash_kernel (bf16 q/k/v, tensor cores, sm_80+): FlashAttention-2's scheme with mma.sync m16n8k16.
+ * A block of 4 warps owns 64 query rows of one head, each warp 16 rows; it walks the keys in tiles of
+ * 64 (only up to its last row: causal), S = Q K^T lands in registers in the mma accumulator layout,
+ * which is also the A-operand layout of the next mma, so P never leaves registers; the running max and
+ * sum rescale the output accumulators per tile (online softmax). K and V tiles come in by cp.async
+ * (V's copy overlaps the S product) and V is read transposed by ldmatrix.trans.
+ *
+ * split_kernel (any dtype incl. FP8 with scales, any dims up to 576/512): decode and the rest. A block
+ * takes up to 8 query heads of one kv head (GQA heads share each K/V tile they load) and a slice of the
+ * keys; lane j scores key j of a 32-key tile, the 32 scores update a running max/sum and each lane's
+ * slice of the output. Slices (splits) run in parallel over a long cache and a second kernel merges
+ * their (max, sum, output) triples. */
+#include <math.h>
+
+#include "backend/cuda/cuda_attention.h"
+#include "backend/cuda/cuda_internal.cuh"
+
+static int force_split;
+extern "C" void kr_cuda_attention_force_split(int on) { force_split = on; }
+
+/* ---------------------------------------------------------------- element access for the split kernel */
+
+template <int DT> __device__ __forceinline__ float ld_el(const void *p, int64_t i);
+template <> __device__ __forceinline__ float ld_el<KR_CU_F32>(const void *p, int64_t i) { return ((const float *)p)[i]; }
+template <> __device__ __forceinline__ float ld_el<KR_CU_BF16>(const void *p, int64_t i) {
+    return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+}
+template <> __device__ __forceinline__ float ld_el<KR_CU_FP8>(const void *p, int64_t i) {
+    return (float)((const __nv_fp8_e4m3 *)p)[i];
+}
+__device__ __forceinline__ float ld_act(const void *p, kr_cuda_dtype dt, int64_t i) {
+    return dt == KR_CU_F32 ? ((const float *)p)[i] : __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+}
+__device__ __forceinline__ void st_act(void *p, kr_cuda_dtype dt, int64_t i, float v) {
+    if (dt == KR_CU_F32)
+        ((float *)p)[i] = v;
+    else
+        ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
+}
+
+/* ---------------------------------------------------------------- split-key kernel */
+
+enum { SK_WARPS = 4, SK_HPW = 2, SK_HEADS = SK_WARPS * SK_HPW, SK_KT = 32 };
+
+template <int DT, int NV>
+__global__ void __launch_bounds__(SK_WARPS * 32)
+    split_kernel(kr_cuda_attn a, int splits, int chunks, int alias, float *ws) {
+    extern __shared__ float sm[];
+    const int qk = (int)a.qk_dim, vd = (int)a.v_dim, ks = qk + 1, vs = vd + 1;
+    float *Ks = sm, *Vs = alias ? Ks : Ks + SK_KT * ks, *Qs = Vs + (alias ? SK_KT * ks : SK_KT * vs);
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int split = blockIdx.x, kvh = blockIdx.y / chunks, chunk = blockIdx.y % chunks;
+    const int64_t t = blockIdx.z;
+    const int G = (int)(a.n_heads / a.n_kv_heads), h0 = kvh * G + chunk * SK_HEADS;
+    const int nh = min(SK_HEADS, G - chunk * SK_HEADS);
+    const int64_t n = a.pos0 + t + 1;
+    const int64_t per = ((n + splits - 1) / splits + SK_KT - 1) / SK_KT * SK_KT;
+    const int64_t s0 = split * per, s1 = min(n, s0 + per);
+
+    for (int i = tid; i < nh * qk; i += blockDim.x)
+        Qs[i] = ld_act(a.q.ptr, a.q.dt, t * a.q.token_stride + (int64_t)(h0 + i / qk) * a.q.head_stride + i % qk);
+    const char *kbase = (const char *)a.k.ptr, *vbase = (const char *)a.v.ptr;
+    const size_t el = DT == KR_CU_F32 ? 4 : DT == KR_CU_BF16 ? 2 : 1;
+    kbase += (size_t)kvh * a.k.head_stride * el;
+    vbase += (size_t)kvh * a.v.head_stride * el;
+
+    float m[SK_HPW], l[SK_HPW], o[SK_HPW][NV];
+#pragma unroll
+    for (int hh = 0; hh < SK_HPW; hh++) {
+        m[hh] = -INFINITY;
+        l[hh] = 0;
+#pragma unroll
+        for (int c = 0; c < NV; c++)
+            o[hh][c] = 0;
+    }
+    for (int64_t tile = s0; tile < s1; tile += SK_KT) {
+        __syncthreads();
+        for (int i = tid; i < SK_KT * qk; i += blockDim.x) {
+            int j = i / qk, d = i % qk;
+            int64_t key = tile + j;
+            float v = 0;
+            if (key < s1) {
+                v = ld_el<DT>(kbase, key * a.k.token_stride + d);
+                if (DT == KR_CU_FP8)
+                    v *= a.k.scale[key * a.k.scale_stride + kvh];
+            }
+            Ks[j * ks + d] = v;
+        }
+        if (!alias)
+            for (int i = tid; i < SK_KT * vd; i += blockDim.x) {
+                int j = i / vd, d = i % vd;
+                int64_t key = tile + j;
+                float v = 0;
+                if (key < s1) {
+                    v = ld_el<DT>(vbase, key * a.v.token_stride + d);
+                    if (DT == KR_CU_FP8)
+                        v *= a.v.scale[key * a.v.scale_stride + kvh];
+                }
+                Vs[j * vs + d] = v;
+            }
+        __syncthreads();
+        const int64_t key = tile + lane;
+        const int nvalid = (int)min((int64_t)SK_KT, s1 - tile);
+#pragma unroll
+        for (int hh = 0; hh < SK_HPW; hh++) {
+            const int hl = warp * SK_HPW + hh;
+            if (hl >= nh)
+                break; /* the same for the whole warp */
+            const float *q = Qs + hl * qk, *kr = Ks + lane * ks;
+            float sc = -INFINITY;
+            if (key < s1) {
+                float d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+                int i = 0;
+                for (; i + 4 <= qk; i += 4) {
+                    d0 += q[i] * kr[i];
+                    d1 += q[i + 1] * kr[i + 1];
+                    d2 += q[i + 2] * kr[i + 2];
+                    d3 += q[i + 3] * kr[i + 3];
+                }
+                for (; i < qk; i++)
+                    d0 += q[i] * kr[i];
+                sc = a.scale * ((d0 + d1) + (d2 + d3));
+            }
+            const float mnew = fmaxf(m[hh], kr_warp_max(sc)); /* finite: the tile has a valid key */
+            const float corr = expf(m[hh] - mnew);
+            const float p = key < s1 ? expf(sc - mnew) : 0.0f;
+            l[hh] = l[hh] * corr + kr_warp_sum(p);
+            m[hh] = mnew;
+#pragma unroll
+            for (int c = 0; c < NV; c++)
+                o[hh][c] *= corr;
+            for (int j = 0; j < nvalid; j++) {
+                const float pj = __shfl_sync(0xffffffffu, p, j);
+                const float *vr = Vs + j * vs;
+#pragma unroll
+                for (int c = 0; c < NV; c++)
+                    if (lane + 32 * c < vd)
+                        o[hh][c] += pj * vr[lane + 32 * c];
+            }
+        }
+    }
+#pragma unroll
+    for (int hh = 0; hh < SK_HPW; hh++) {
+        const int hl = warp * SK_HPW + hh;
+        if (hl >= nh)
+            break;
+        const int64_t h = h0 + hl;
+        if (splits == 1) {
+            const float inv = 1.0f / l[hh];
+#pragma unroll
+            for (int c = 0; c < NV; c++)
+                if (lane + 32 * c < vd)
+                    st_act((void *)a.out.ptr, a.out.dt, t * a.out.token_stride + h * a.out.head_stride + lane + 32 * c,
+                           o[hh][c] * inv);
+        } else {
+            float *w = ws + ((t * a.n_heads + h) * splits + split) * (int64_t)(vd + 2);
+            if (lane == 0) {
+                w[0] = m[hh];
+                w[1] = l[hh];
+            }
+#pragma unroll
+            for (int c = 0; c < NV; c++)
+                if (lane + 32 * c < vd)
+                    w[2 + lane + 32 * c] = o[hh][c];
+        }
+    }
+}
+
+/* merges the splits of one (token, head): weights exp(m_s - max m) */
+__global__ void combine_kernel(kr_cuda_attn a, int splits, const float *ws) {
+    const int64_t th = blockIdx.x, t = th / a.n_heads, h = th % a.n_heads;
+    const int vd = (int)a.v_dim;
+    const float *w = ws + th * splits * (int64_t)(vd + 2);
+    float mx = -INFINITY;
+    for (int s = 0; s < splits; s++)
+        mx = fmaxf(mx, w[s * (vd + 2)]);
+    float L = 0;
+    for (int s = 0; s < splits; s++) {
+        float ms = w[s * (vd + 2)];
+        L += ms == -INFINITY ? 0.0f : w[s * (vd + 2) + 1] * expf(ms - mx);
+    }
+    for (int d = threadIdx.x; d < vd; d += blockDim.x) {
+        float acc = 0;
+        for (int s = 0; s < splits; s++) {
+            float ms = w[s * (vd + 2)];
+            if (ms != -INFINITY)
+                acc += w[s * (vd + 2) + 2 + d] * expf(ms - mx);
+        }
+        st_act((void *)a.out.ptr, a.out.dt, t * a.out.token_stride + h * a.out.head_stride + d, acc / L);
+    }
+}
+
+/* ---------------------------------------------------------------- flash kernel (tensor cores) */
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+                 "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+
+enum { FA_BM = 64, FA_BN = 64, FA_THREADS = 128 };
+
+template <int DQK, int DV> constexpr size_t flash_smem() {
+    return (size_t)(FA_BM * (DQK + 8) + FA_BN * (DQK + 8) + FA_BN * (DV + 8)) * 2;
+}
+
+template <int DQK, int DV>
+__global__ void __launch_bounds__(FA_THREADS) flash_kernel(kr_cuda_attn a) {
+    constexpr int QS = DQK + 8, KS = DQK + 8, VS = DV + 8; /* +16 bytes a row: ldmatrix rows hit distinct banks */
+    extern __shared__ __align__(16) unsigned char fsm[];
+    __nv_bfloat16 *Qs = (__nv_bfloat16 *)fsm, *Ks = Qs + FA_BM * QS, *Vs = Ks + FA_BN * KS;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, tq = lane & 3;
+    const int64_t h = blockIdx.y, kvh = h / (a.n_heads / a.n_kv_heads);
+    const int64_t q0 = (int64_t)(gridDim.x - 1 - blockIdx.x) * FA_BM; /* the longest rows start first */
+    const int64_t T = a.T, n_total = a.pos0 + T;
+    const __nv_bfloat16 *Q = (const __nv_bfloat16 *)a.q.ptr + h * a.q.head_stride;
+    const __nv_bfloat16 *K = (const __nv_bfloat16 *)a.k.ptr + kvh * a.k.head_stride;
+    const __nv_bfloat16 *V = (const __nv_bfloat16 *)a.v.ptr + kvh * a.v.head_stride;
+
+    for (int c = tid; c < FA_BM * DQK / 8; c += FA_THREADS) {
+        int r = c / (DQK / 8), col = (c % (DQK / 8)) * 8;
+        int64_t t = q0 + r;
+        cp_async16(Qs + r * QS + col, t < T ? Q + t * a.q.token_stride + col : Q, t < T);
+    }
+    cp_async_commit();
+
+    const int64_t kv_end = min(n_total, a.pos0 + q0 + FA_BM);
+    const float sl2 = a.scale * 1.4426950408889634f; /* exp(x) = exp2(x log2 e) */
+    const int64_t row0 = a.pos0 + q0 + warp * 16 + g, row1 = row0 + 8;
+    float o[DV / 8][4];
+#pragma unroll
+    for (int i = 0; i < DV / 8; i++)
+        o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0, l1 = 0;
+    uint32_t qa[DQK / 16][4];
+
+    for (int64_t n0 = 0; n0 < kv_end; n0 += FA_BN) {
+        for (int c = tid; c < FA_BN * DQK / 8; c += FA_THREADS) {
+            int r = c / (DQK / 8), col = (c % (DQK / 8)) * 8;
+            int64_t key = n0 + r;
+            cp_async16(Ks + r * KS + col, key < n_total ? K + key * a.k.token_stride + col : K, key < n_total);
+        }
+        cp_async_commit();
+        for (int c = tid; c < FA_BN * DV / 8; c += FA_THREADS) {
+            int r = c / (DV / 8), col = (c % (DV / 8)) * 8;
+            int64_t key = n0 + r;
+            cp_async16(Vs + r * VS + col, key < n_total ? V + key * a.v.token_stride + col : V, key < n_total);
+        }
+        cp_async_commit();
+        cp_async_wait<1>(); /* Q and K are in; V may still be on its way */
+        __syncthreads();
+        if (n0 == 0) {
+#pragma unroll
+            for (int kk = 0; kk < DQK / 16; kk++)
+                ldsm_x4(qa[kk], Qs + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * QS + kk * 16 + (lane >> 4) * 8);
+        }
+        float s[FA_BN / 8][4];
+#pragma unroll
+        for (int j = 0; j < FA_BN / 8; j++)
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0;
+#pragma unroll
+        for (int kk = 0; kk < DQK / 16; kk++) {
+#pragma unroll
+            for (int j = 0; j < FA_BN / 8; j += 2) {
+                uint32_t b[4];
+                ldsm_x4(b, Ks + (j * 8 + (lane >> 4) * 8 + (lane & 7)) * KS + kk * 16 + ((lane >> 3) & 1) * 8);
+                mma_bf16(s[j], qa[kk], b[0], b[1]);
+                mma_bf16(s[j + 1], qa[kk], b[2], b[3]);
+            }
+        }
+        /* scale into log2 units, mask the future, and the running max of each of this thread's two rows */
+        float mx0 = m0, mx1 = m1;
+        const bool edge = n0 + FA_BN - 1 > a.pos0 + q0 + warp * 16; /* some key of the tile is after some row */
+#pragma unroll
+        for (int j = 0; j < FA_BN / 8; j++) {
+            const int64_t key = n0 + j * 8 + 2 * tq;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float v = s[j][e] * sl2;
+                if (edge && key + (e & 1) > (e < 2 ? row0 : row1))
+                    v = -INFINITY;
+                s[j][e] = v;
+            }
+            mx0 = fmaxf(mx0, fmaxf(s[j][0], s[j][1]));
+            mx1 = fmaxf(mx1, fmaxf(s[j][2], s[j][3]));
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        const float b0 = mx0 == -INFINITY ? 0.0f : mx0, b1 = mx1 == -INFINITY ? 0.0f : mx1;
+        const float c0 = exp2f(m0 - b0), c1 = exp2f(m1 - b1);
+        m0 = mx0;
+        m1 = mx1;
+        float ps0 = 0, ps1 = 0;
+#pragma unroll
+        for (int j = 0; j < FA_BN / 8; j++) {
+            s[j][0] = exp2f(s[j][0] - b0);
+            s[j][1] = exp2f(s[j][1] - b0);
+            s[j][2] = exp2f(s[j][2] - b1);
+            s[j][3] = exp2f(s[j][3] - b1);
+            ps0 += s[j][0] + s[j][1];
+            ps1 += s[j][2] + s[j][3];
+        }
+        l0 = l0 * c0 + ps0; /* this thread's share of the row sum; the quad adds up at the end */
+        l1 = l1 * c1 + ps1;
+#pragma unroll
+        for (int i = 0; i < DV / 8; i++) {
+            o[i][0] *= c0;
+            o[i][1] *= c0;
+            o[i][2] *= c1;
+            o[i][3] *= c1;
+        }
+        cp_async_wait<0>();
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < FA_BN / 16; kk++) {
+            uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                              pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+            for (int nd = 0; nd < DV / 8; nd += 2) {
+                uint32_t b[4];
+                ldsm_x4_t(b, Vs + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * VS + nd * 8 + (lane >> 4) * 8);
+                mma_bf16(o[nd], pa, b[0], b[1]);
+                mma_bf16(o[nd + 1], pa, b[2], b[3]);
+            }
+        }
+        __syncthreads(); /* the next tile overwrites Ks and Vs */
+    }
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float i0 = l0 > 0 ? 1.0f / l0 : 0.0f, i1 = l1 > 0 ? 1.0f / l1 : 0.0f;
+    const int64_t t0 = q0 + warp * 16 + g, t1 = t0 + 8;
+#pragma unroll
+    for (int nd = 0; nd < DV / 8; nd++) {
+        const int col = nd * 8 + 2 * tq;
+        if (t0 < T) {
+            int64_t off = t0 * a.out.token_stride + h * a.out.head_stride + col;
+            st_act((void *)a.out.ptr, a.out.dt, off, o[nd][0] * i0);
+            st_act((void *)a.out.ptr, a.out.dt, off + 1, o[nd][1] * i0);
+        }
+        if (t1 < T) {
+            int64_t off = t1 * a.out.token_stride + h * a.out.head_stride + col;
+            st_act((void *)a.out.ptr, a.out.dt, off, o[nd][2] * i1);
+            st_act((void *)a.out.ptr, a.out.dt, off + 1, o[nd][3] * i1);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+/* flash dims handled: 0 when none */
+static int flash_variant(const kr_cuda_attn *a) {
+    if (force_split || a->T < 16)
+        return 0;
+    if (a->q.dt != KR_CU_BF16 || a->k.dt != KR_CU_BF16 || a->v.dt != KR_CU_BF16)
+        return 0;
+    if (!aligned16(a->q.ptr) || !aligned16(a->k.ptr) || !aligned16(a->v.ptr))
+        return 0;
+    int64_t strides[] = {a->q.token_stride, a->q.head_stride, a->k.token_stride,
+                         a->k.head_stride, a->v.token_stride, a->v.head_stride};
+    for (int i = 0; i < 6; i++)
+        if (strides[i] % 8)
+            return 0;
+    if (a->qk_dim == 128 && a->v_dim == 128)
+        return 1;
+    if (a->qk_dim == 192 && a->v_dim == 128)
+        return 2;
+    if (a->qk_dim == 64 && a->v_dim == 64)
+        return 3;
+    return 0;
+}
+
+static int sm_count(void) {
+    int dev = 0, n = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+        return 1;
+    return n;
+}
+
+static int head_chunks(const kr_cuda_attn *a) {
+    int64_t G = a->n_heads / a->n_kv_heads;
+    return (int)((G + SK_HEADS - 1) / SK_HEADS);
+}
+
+static int choose_splits(const kr_cuda_attn *a) {
+    int64_t blocks = a->T * a->n_kv_heads * head_chunks(a);
+    int64_t want = (2 * (int64_t)sm_count() + blocks - 1) / blocks;
+    int64_t by_len = (a->pos0 + a->T + 255) / 256; /* at least 256 keys a split */
+    int64_t s = want < by_len ? want : by_len;
+    return (int)(s < 1 ? 1 : s > 64 ? 64 : s);
+}
+
+static bool v_aliases_k(const kr_cuda_attn *a) {
+    return a->v.ptr == a->k.ptr && a->v.dt == a->k.dt && a->v.token_stride == a->k.token_stride &&
+           a->v.head_stride == a->k.head_stride && a->v_dim <= a->qk_dim;
+}
+
+extern "C" const char *kr_cuda_attention_path(const kr_cuda_attn *a) {
+    return flash_variant(a) ? "flash_mma" : "split_kv";
+}
+
+extern "C" size_t kr_cuda_attention_ws_bytes(const kr_cuda_attn *a) {
+    if (flash_variant(a))
+        return 0;
+    int splits = choose_splits(a);
+    return splits == 1 ? 0 : (size_t)(a->T * a->n_heads) * splits * (size_t)(a->v_dim + 2) * sizeof(float);
+}
+
+template <int DQK, int DV> static kr_status launch_flash(const kr_cuda_attn *a, cudaStream_t s) {
+    constexpr size_t smem = flash_smem<DQK, DV>();
+    KR_CU(cudaFuncSetAttribute(flash_kernel<DQK, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    dim3 grid((unsigned)((a->T + FA_BM - 1) / FA_BM), (unsigned)a->n_heads);
+    flash_kernel<DQK, DV><<<grid, FA_THREADS, smem, s>>>(*a);
+    KR_CU_LAUNCHED("flash attention");
+    return KR_OK;
+}
+
+template <int DT, int NV>
+static kr_status launch_split_nv(const kr_cuda_attn *a, int splits, float *ws, cudaStream_t s) {
+    int alias = v_aliases_k(a);
+    int qk = (int)a->qk_dim, vd = (int)a->v_dim;
+    size_t smem = ((size_t)SK_KT * (qk + 1) + (alias ? 0 : (size_t)SK_KT * (vd + 1)) + (size_t)SK_HEADS * qk) * sizeof(float);
+    int dev = 0, optin = 0;
+    KR_CU(cudaGetDevice(&dev));
+    KR_CU(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    if (smem > (size_t)optin)
+        return kr_fail(KR_ERR_UNSUPPORTED,
+                       "attention with qk_dim %d, v_dim %d needs %zu bytes of shared memory a block; this GPU allows %d",
+                       qk, vd, smem, optin);
+    KR_CU(cudaFuncSetAttribute(split_kernel<DT, NV>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    int chunks = head_chunks(a);
+    dim3 grid((unsigned)splits, (unsigned)(a->n_kv_heads * chunks), (unsigned)a->T);
+    split_kernel<DT, NV><<<grid, SK_WARPS * 32, smem, s>>>(*a, splits, chunks, alias, ws);
+    KR_CU_LAUNCHED("split-key attention");
+    if (splits > 1) {
+        combine_kernel<<<(unsigned)(a->T * a->n_heads), 128, 0, s>>>(*a, splits, ws);
+        KR_CU_LAUNCHED("attention combine");
+    }
+    return KR_OK;
+}
+
+template <int DT> static kr_status launch_split(const kr_cuda_attn *a, int splits, float *ws, cudaStream_t s) {
+    int64_t nv = (a->v_dim + 31) / 32;
+    if (nv <= 2)
+        return launch_split_nv<DT, 2>(a, splits, ws, s);
+    if (nv <= 4)
+        return launch_split_nv<DT, 4>(a, splits, ws, s);
+    if (nv <= 8)
+        return launch_split_nv<DT, 8>(a, splits, ws, s);
+    return launch_split_nv<DT, 16>(a, splits, ws, s);
+}
+
+extern "C" kr_status kr_cuda_attention(const kr_cuda_attn *a, void *ws, size_t ws_bytes, kr_cuda_stream s) {
+    if (a->T < 0 || a->pos0 < 0 || a->n_heads < 1 || a->n_kv_heads < 1 || a->n_heads % a->n_kv_heads)
+        return kr_fail(KR_ERR_ARG, "attention: %lld heads over %lld kv heads, T %lld, pos0 %lld", (long long)a->n_heads,
+                       (long long)a->n_kv_heads, (long long)a->T, (long long)a->pos0);
+    if (a->qk_dim < 1 || a->qk_dim > KR_CUDA_ATTN_MAX_QK || a->v_dim < 1 || a->v_dim > KR_CUDA_ATTN_MAX_V)
+        return kr_fail(KR_ERR_UNSUPPORTED, "attention: qk_dim %lld / v_dim %lld (the GPU takes up to %d / %d)",
+                       (long long)a->qk_dim, (long long)a->v_dim, KR_CUDA_ATTN_MAX_QK, KR_CUDA_ATTN_MAX_V);
+    if ((a->q.dt != KR_CU_F32 && a->q.dt != KR_CU_BF16) || (a->out.dt != KR_CU_F32 && a->out.dt != KR_CU_BF16))
+        return kr_fail(KR_ERR_ARG, "attention: q is %s and out %s (each must be f32 or bf16)",
+                       kr_cuda_dtype_name(a->q.dt), kr_cuda_dtype_name(a->out.dt));
+    if (a->k.dt != a->v.dt || a->k.dt == KR_CU_I8)
+        return kr_fail(KR_ERR_ARG, "attention: keys %s and values %s (one type of f32, bf16, fp8_e4m3)",
+                       kr_cuda_dtype_name(a->k.dt), kr_cuda_dtype_name(a->v.dt));
+    if (a->k.dt == KR_CU_FP8 && (!a->k.scale || !a->v.scale))
+        return kr_fail(KR_ERR_ARG, "attention: FP8 keys/values need their scales");
+    if (a->T == 0)
+        return KR_OK;
+    if (a->T > 65535)
+        if (!flash_variant(a))
+            return kr_fail(KR_ERR_UNSUPPORTED, "attention: %lld queries in one call through the split-key kernel (at most 65535)",
+                           (long long)a->T);
+    switch (flash_variant(a)) {
+    case 1: return launch_flash<128, 128>(a, s);
+    case 2: return launch_flash<192, 128>(a, s);
+    case 3: return launch_flash<64, 64>(a, s);
+    default: break;
+    }
+    int splits = choose_splits(a);
+    size_t need = kr_cuda_attention_ws_bytes(a);
+    if (need > ws_bytes || (need && !ws))
+        return kr_fail(KR_ERR_ARG, "attention: workspace of %zu bytes given, %zu needed", ws_bytes, need);
+    switch (a->k.dt) {
+    case KR_CU_F32: return launch_split<KR_CU_F32>(a, splits, (float *)ws, s);
+    case KR_CU_BF16: return launch_split<KR_CU_BF16>(a, splits, (float *)ws, s);
+    case KR_CU_FP8: return launch_split<KR_CU_FP8>(a, splits, (float *)ws, s);
+    default: return kr_fail(KR_ERR_ARG, "attention: key dtype %s", kr_cuda_dtype_name(a->k.dt));
+    }
+}

@@ -1,0 +1,34 @@
+# The CUDA backend (src/backend/cuda): a static library of .cu kernels and their host glue, built only
+# when nvcc was found (KRASIS_HAVE_CUDA). Included from the top CMakeLists.txt; a CPU-only build never
+# reads this file. Architectures default to sm_80/89/90 (Ampere, Ada, Hopper) and can be narrowed with
+# -DCMAKE_CUDA_ARCHITECTURES=90 for a device build; CI compiles all three.
+if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "")
+  set(CMAKE_CUDA_ARCHITECTURES "80;89;90")
+endif()
+enable_language(CUDA)
+find_package(CUDAToolkit REQUIRED)
+set(CMAKE_CUDA_STANDARD 17)
+set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+
+set(KR_CUDA ${PROJECT_SOURCE_DIR}/src/backend/cuda)
+add_library(krasis_cuda STATIC
+  ${KR_CUDA}/backend.cu
+  ${KR_CUDA}/ops.cu
+  ${KR_CUDA}/gemm.cu
+  ${KR_CUDA}/router.cu
+  ${KR_CUDA}/kvcache.cu
+  ${KR_CUDA}/attention.cu
+)
+target_include_directories(krasis_cuda PUBLIC ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/include)
+# The directory's flags (-Wall, -fsanitize=...) are for the C compiler; nvcc gets its own list.
+set_property(TARGET krasis_cuda PROPERTY COMPILE_OPTIONS "")
+# no fast-math: the kernels are checked against the float32 CPU reference (expf, cosf, sqrtf as written)
+target_compile_options(krasis_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall --expt-relaxed-constexpr -lineinfo>)
+set_target_properties(krasis_cuda PROPERTIES POSITION_INDEPENDENT_CODE ON CUDA_RESOLVE_DEVICE_SYMBOLS ON)
+target_link_libraries(krasis_cuda PUBLIC CUDA::cudart_static CUDA::cublasLt)
+target_compile_definitions(krasis_cuda PUBLIC KRASIS_HAVE_CUDA=1)
+# the two static libraries need each other (kr_fail lives in krasis_core); CMake repeats them on link lines
+target_link_libraries(krasis_cuda PRIVATE krasis_core)
+target_link_libraries(krasis_core PUBLIC krasis_cuda)
+
+include(${CMAKE_CURRENT_LIST_DIR}/moe.cmake OPTIONAL)

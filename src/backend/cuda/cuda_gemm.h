@@ -1,0 +1,38 @@
+/* Dense projections on the GPU through cuBLASLt: y[T, N] = x[T, K] . W[N, K]^T (W as stored in a
+ * checkpoint: one row per output). BF16 operands with float32 accumulation, or INT8 operands (weights
+ * per output channel, activations per token, both symmetric) with int32 accumulation and a float
+ * rescale. The handle caches cuBLASLt's algorithm choice per shape. */
+#ifndef KR_BACKEND_CUDA_GEMM_H
+#define KR_BACKEND_CUDA_GEMM_H
+
+#include "backend/cuda/cuda_backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kr_cuda_blas kr_cuda_blas;
+
+kr_status kr_cuda_blas_create(kr_cuda_blas **h);
+void kr_cuda_blas_destroy(kr_cuda_blas *h);
+
+/* y = alpha * x W^T + beta * y. x, W: bf16; y: f32 or bf16 (y_dt). beta = 1 adds onto y (a residual). */
+kr_status kr_cuda_gemm_bf16(kr_cuda_blas *h, kr_cuda_dtype y_dt, void *y, const void *x, const void *w, int64_t T,
+                            int64_t N, int64_t K, float alpha, float beta, kr_cuda_stream s);
+
+/* Symmetric per-row INT8 quantization: q[r, :] = round(x[r, :] / scale[r]), scale[r] = max|x[r, :]| / 127
+ * (1 when the row is zero). x: f32 or bf16. */
+kr_status kr_cuda_quantize_rows_i8(kr_cuda_dtype x_dt, const void *x, int64_t rows, int64_t n, int8_t *q, float *scale,
+                                   kr_cuda_stream s);
+
+/* y[t, n] = (sum_k xq[t, k] wq[n, k]) * x_scale[t] * w_scale[n]. K must be a multiple of 4 (cuBLASLt's
+ * INT8 rule). acc: T * N int32 of workspace. y: f32 or bf16. */
+kr_status kr_cuda_gemm_i8(kr_cuda_blas *h, kr_cuda_dtype y_dt, void *y, const int8_t *xq, const float *x_scale,
+                          const int8_t *wq, const float *w_scale, int64_t T, int64_t N, int64_t K, int32_t *acc,
+                          kr_cuda_stream s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
