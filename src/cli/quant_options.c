@@ -35,8 +35,10 @@ int kr_quant_flag(int argc, char **argv, int *i, kr_quant_config *qc) {
     int rc;
     if (dst)
         rc = int_value(a, v, bits, 2, dst);
-    else if (!strcmp(a, "--group-size"))
+    else if (!strcmp(a, "--group-size")) {
         rc = int_value(a, v, gs, 3, &qc->group_size);
+        qc->group_size_given = true;
+    }
     else if (!strcmp(a, "--threads"))
         rc = int_value(a, v, any, 1, &qc->threads);
     else if (!strcmp(a, "--cache-dir")) {

@@ -26,4 +26,9 @@ bool kr_gguf_model_has(const kr_model *m, const char *hf_name);
 kr_status kr_gguf_bind_tensor(kr_model *m, const char *name, int n_dims, const int64_t *ne, kr_matrix *out);
 bool kr_gguf_has_tensor(const kr_model *m, const char *name);
 
+/* The QuantConfig that follows the file (gguf_quant.c): routed / shared experts left at 0 bits in qc get
+ * the layout their ggml types map to (Q4_0 -> INT4 g32, Q8_0 -> INT8 g32, other block types -> INT8,
+ * floats stay float); group size 32 unless qc->group_size_given. Prints the mapping per projection kind. */
+kr_status kr_gguf_quant_plan(const kr_model *m, const kr_quant_config *qc, kr_quant_config *out);
+
 #endif

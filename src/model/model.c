@@ -18,6 +18,7 @@
 #include "base/mapfile.h"
 #include "weights/expert_cache.h"
 #include "model/gguf_model.h"
+#include "weights/ggml_requant.h"
 #include "backend/cpu/rope.h"
 #include "backend/cpu/router.h"
 
@@ -366,6 +367,7 @@ struct kr_quant {
     kr_qmatrix *attn;      /* [n_layers][KR_ATTN_MATRICES], when attention_bits; attached as kr_matrix.q */
     void **mem;            /* owned quantized storage */
     int n_mem;
+    int64_t clamped;       /* GGUF Q8_0 codes of -128 clamped to -127 by the exact re-encode */
     kr_qmoe_ws *ws;        /* grows to the largest T seen, then is reused: a decode step allocates nothing */
     kr_qlinear_ws lws;
 };
@@ -403,6 +405,21 @@ static void *quant_alloc(struct kr_quant *Q, size_t n) {
     return p;
 }
 
+/* Row r of w into row qr of q: GGUF Q4_0 / Q8_0 rows are re-encoded exactly when the layout allows it
+ * (weights/ggml_requant.h), everything else is dequantized to float (row: scratch of w->cols) and quantized. */
+static void reencode_or_quantize(struct kr_quant *Q, const kr_matrix *w, int64_t r, const kr_qmatrix *q, int64_t qr,
+                                 float *row) {
+    if (w->ggml) {
+        int64_t c = kr_ggml_reencode_row(w->ggml_type, w->data + (size_t)(r * w->row_bytes), w->cols, q, qr);
+        if (c >= 0) {
+            Q->clamped += c;
+            return;
+        }
+    }
+    kr_matrix_row(w, r, row);
+    kr_quantize_row(q, qr, row);
+}
+
 static kr_status quantize_matrix(struct kr_quant *Q, const kr_matrix *w, int bits, int gs, kr_qmatrix *out) {
     KR_TRY(kr_qmatrix_shape(out, w->rows, w->cols, bits, gs));
     uint8_t *q = quant_alloc(Q, (size_t)kr_qmatrix_qbytes(out));
@@ -415,10 +432,8 @@ static kr_status quantize_matrix(struct kr_quant *Q, const kr_matrix *w, int bit
     }
     out->q = q;
     out->s = sc;
-    for (int64_t r = 0; r < w->rows; r++) {
-        kr_matrix_row(w, r, row);
-        kr_quantize_row(out, r, row);
-    }
+    for (int64_t r = 0; r < w->rows; r++)
+        reencode_or_quantize(Q, w, r, out, r, row);
     free(row);
     return KR_OK;
 }
@@ -437,10 +452,9 @@ static kr_status quantize_mlp(struct kr_quant *Q, const kr_mlp *mlp, int bits, i
     }
     e->w13.q = q;
     e->w13.s = sc;
-    for (int64_t i = 0; i < inter; i++) {
-        kr_matrix_row(&mlp->gate, i, row);
-        kr_matrix_row(&mlp->up, i, row + D);
-        kr_qexpert_quantize_w13_row(e, i, row, row + D);
+    for (int64_t i = 0; i < inter; i++) { /* gate row i -> w13 row 2i, up row i -> 2i + 1 */
+        reencode_or_quantize(Q, &mlp->gate, i, &e->w13, 2 * i, row);
+        reencode_or_quantize(Q, &mlp->up, i, &e->w13, 2 * i + 1, row);
     }
     free(row);
     return quantize_matrix(Q, &mlp->down, bits, gs, &e->down);
@@ -455,6 +469,24 @@ static kr_status expert_rows(void *ctx, int l, int e, int which, int64_t row, fl
     const kr_mlp *mlp = &m->layers[layer].experts[e];
     kr_matrix_row(which == 0 ? &mlp->gate : which == 1 ? &mlp->up : &mlp->down, row, out);
     return KR_OK;
+}
+
+/* The expert cache's exact path for GGUF Q4_0 / Q8_0 experts (kr_ecache_encode_fn). */
+static int expert_encode(void *ctx, int l, int e, int which, int64_t row, const kr_qmatrix *dst, int64_t dst_row) {
+    kr_model *m = ctx;
+    int layer = -1;
+    for (int i = 0; i < m->hp.n_layers; i++)
+        if (m->quant->moe_slot[i] == l)
+            layer = i;
+    const kr_mlp *mlp = &m->layers[layer].experts[e];
+    const kr_matrix *w = which == 0 ? &mlp->gate : which == 1 ? &mlp->up : &mlp->down;
+    if (!w->ggml)
+        return 0;
+    int64_t c = kr_ggml_reencode_row(w->ggml_type, w->data + (size_t)(row * w->row_bytes), w->cols, dst, dst_row);
+    if (c < 0)
+        return 0;
+    m->quant->clamped += c;
+    return 1;
 }
 
 static kr_status cache_path(const kr_model *m, const kr_quant_config *qc, char *path, size_t n) {
@@ -523,6 +555,11 @@ static void detach_attention(kr_model *m) {
 }
 
 kr_status kr_model_quantize(kr_model *m, const kr_quant_config *qc) {
+    kr_quant_config planned;
+    if (m->gguf) { /* a GGUF's experts are quantized the way the file is, unless flags say otherwise */
+        KR_TRY(kr_gguf_quant_plan(m, qc, &planned));
+        qc = &planned;
+    }
     if (!qc->routed_bits && !qc->shared_bits && !qc->attention_bits && !qc->dense_bits && !qc->lm_head_bits)
         return KR_OK;
     if (m->quant)
@@ -562,8 +599,18 @@ kr_status kr_model_quantize(kr_model *m, const kr_quant_config *qc) {
         char path[PATH_MAX + 64], *cfg = NULL;
         size_t cfg_n = 0;
         snprintf(path, sizeof path, "%s/config.json", m->dir);
-        s = kr_read_file(path, &cfg, &cfg_n);
-        if (s == KR_OK) {
+        /* a GGUF is identified by its size + a hash of its metadata and tensor infos (gguf_set.h) */
+        s = m->gguf ? KR_OK : kr_read_file(path, &cfg, &cfg_n);
+        if (s == KR_OK && m->gguf) {
+            kr_ecache_key key = {qc->routed_bits, qc->group_size, Q->n_moe, hp->router.n_experts, hp->hidden,
+                                 hp->moe_intermediate, m->gguf->identity};
+            s = cache_path(m, qc, path, sizeof path);
+            if (s == KR_OK)
+                s = kr_ecache_open_ex(path, &key, expert_rows, expert_encode, m, &Q->cache);
+            if (s == KR_OK && Q->cache.rebuilt && Q->clamped)
+                fprintf(stderr, "krasis: GGUF Q8_0 experts: %lld codes of -128 clamped to -127 (INT8 is [-127, 127]); "
+                        "every other value re-encoded exactly\n", (long long)Q->clamped);
+        } else if (s == KR_OK) {
             kr_ecache_key key = {qc->routed_bits, qc->group_size, Q->n_moe, hp->router.n_experts, hp->hidden,
                                  hp->moe_intermediate, kr_fnv1a(KR_FNV_INIT, cfg, cfg_n)};
             /* the checkpoint's size too: re-downloaded weights under the same config.json are caught */
@@ -573,6 +620,8 @@ kr_status kr_model_quantize(kr_model *m, const kr_quant_config *qc) {
                 s = kr_ecache_open(path, &key, expert_rows, m, &Q->cache);
         }
         free(cfg);
+        if (s == KR_OK && Q->clamped && !Q->cache.rebuilt)
+            Q->clamped = 0;
     } else if (s == KR_OK) {
         Q->cfg.routed_bits = 0;
     }
@@ -613,6 +662,7 @@ kr_status kr_quant_config_load(const char *path, kr_quant_config *qc) {
                 break;
             }
             qc->group_size = (int)json_integer_value(v);
+            qc->group_size_given = true;
         } else {
             s = kr_fail(KR_ERR_FORMAT, "%s: unknown key \"%s\" (expected routed_experts, shared_experts, attention, dense_mlp, lm_head, group_size)", path, k);
             break;

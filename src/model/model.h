@@ -59,6 +59,7 @@ typedef struct {
 typedef struct {
     int routed_bits, shared_bits, attention_bits, dense_bits, lm_head_bits;
     int group_size;
+    bool group_size_given; /* set by --group-size / the QuantConfig file; else a GGUF may pick 32 */
     const char *cache_dir; /* NULL: ~/.cache/krasis/<model id>/ */
     int threads;           /* 0: one per physical core */
 } kr_quant_config;

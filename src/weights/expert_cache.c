@@ -180,7 +180,8 @@ static kr_status write_all(int fd, const void *p, size_t n, const char *path) {
     return KR_OK;
 }
 
-static kr_status build(const char *path, const kr_ecache_key *k, kr_ecache_rows_fn rows, void *ctx) {
+static kr_status build(const char *path, const kr_ecache_key *k, kr_ecache_rows_fn rows, kr_ecache_encode_fn encode,
+                       void *ctx) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
     header h;
@@ -229,6 +230,8 @@ static kr_status build(const char *path, const kr_ecache_key *k, kr_ecache_rows_
             e.down.q = buf + align_up(sz[0]) + align_up(sz[1]);
             e.down.s = (const float *)(buf + align_up(sz[0]) + align_up(sz[1]) + align_up(sz[2]));
             for (int64_t i = 0; i < k->inter && s == KR_OK; i++) {
+                if (encode && encode(ctx, l, x, 0, i, &e.w13, 2 * i) && encode(ctx, l, x, 1, i, &e.w13, 2 * i + 1))
+                    continue; /* gate row 2i, up row 2i+1: the order kr_qexpert_quantize_w13_row writes */
                 s = rows(ctx, l, x, 0, i, row);
                 if (s == KR_OK)
                     s = rows(ctx, l, x, 1, i, row + k->hidden);
@@ -236,6 +239,8 @@ static kr_status build(const char *path, const kr_ecache_key *k, kr_ecache_rows_
                     kr_qexpert_quantize_w13_row(&e, i, row, row + k->hidden);
             }
             for (int64_t d = 0; d < k->hidden && s == KR_OK; d++) {
+                if (encode && encode(ctx, l, x, 2, d, &e.down, d))
+                    continue;
                 s = rows(ctx, l, x, 2, d, row);
                 if (s == KR_OK)
                     kr_quantize_row(&e.down, d, row);
@@ -279,6 +284,11 @@ static kr_status build(const char *path, const kr_ecache_key *k, kr_ecache_rows_
 }
 
 kr_status kr_ecache_open(const char *path, const kr_ecache_key *key, kr_ecache_rows_fn rows, void *ctx, kr_ecache *out) {
+    return kr_ecache_open_ex(path, key, rows, NULL, ctx, out);
+}
+
+kr_status kr_ecache_open_ex(const char *path, const kr_ecache_key *key, kr_ecache_rows_fn rows,
+                            kr_ecache_encode_fn encode, void *ctx, kr_ecache *out) {
     memset(out, 0, sizeof *out);
     out->key = *key;
     if (!kr_quant_valid(key->bits, key->gs))
@@ -305,7 +315,7 @@ kr_status kr_ecache_open(const char *path, const kr_ecache_key *key, kr_ecache_r
         } else {
             fprintf(stderr, "krasis: no expert cache at %s; building it (once)\n", path);
         }
-        kr_status s = build(path, key, rows, ctx);
+        kr_status s = build(path, key, rows, encode, ctx);
         if (s != KR_OK) {
             kr_ecache_close(out);
             return s;

@@ -35,8 +35,17 @@ typedef struct {
     bool rebuilt;        /* this open built the file */
 } kr_ecache;
 
+/* Optional, while building: writes row `row` of gate/up/down (which as above) straight into row dst_row
+ * of dst (an exact re-encoding of already-quantized weights, weights/ggml_requant.h). Returns 1 when it
+ * did, 0 to have the row come from the rows callback and be quantized. */
+typedef int (*kr_ecache_encode_fn)(void *ctx, int l, int e, int which, int64_t row, const kr_qmatrix *dst,
+                                   int64_t dst_row);
+
 /* Opens path, building it first when it is missing, stale or corrupt (saying why on stderr). */
 kr_status kr_ecache_open(const char *path, const kr_ecache_key *key, kr_ecache_rows_fn rows, void *ctx, kr_ecache *out);
+/* Same, with an encode callback (may be NULL) tried before rows for every row. */
+kr_status kr_ecache_open_ex(const char *path, const kr_ecache_key *key, kr_ecache_rows_fn rows,
+                            kr_ecache_encode_fn encode, void *ctx, kr_ecache *out);
 void kr_ecache_close(kr_ecache *c);
 
 /* Checks a file without building: KR_OK when it would load, else an error saying why. */
