@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# libmicrohttpd: the HTTP server; python3-venv + curl: the server tests (openai client, SSE framing);
+# libmicrohttpd: the HTTP server; libnuma: expert placement on multi-socket machines;
+# python3-venv + curl: the server tests (openai client, SSE framing);
 # clang + its runtime: the libFuzzer targets that scripts/test.sh runs
-packages=(build-essential cmake pkg-config libjansson-dev libpcre2-dev libutf8proc-dev libmicrohttpd-dev python3
+packages=(build-essential cmake pkg-config libjansson-dev libpcre2-dev libutf8proc-dev libmicrohttpd-dev libnuma-dev python3
           python3-venv curl clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do

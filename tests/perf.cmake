@@ -1,6 +1,9 @@
 # Tests of the CPU fast path (quantizers, kernels at every ISA level, thread pool, MoE, expert cache).
 krasis_test(test_quant)
 krasis_test(test_kernels)
+# the same MoE checks with the two workers on two (pretended) NUMA nodes: per-node queues + phase 3
+add_test(NAME test_kernels_numa COMMAND test_kernels)
+set_tests_properties(test_kernels_numa PROPERTIES ENVIRONMENT KRASIS_FAKE_NUMA=2)
 krasis_test(test_kernels_alloc)
 # every allocation of the test binary goes through a counter (see test_kernels_alloc.c)
 target_link_options(test_kernels_alloc PRIVATE -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc)

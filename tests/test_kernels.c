@@ -220,6 +220,8 @@ static void test_moe(int bits, int gs, int64_t D, int64_t inter, int E, int K, i
         ref_expert(&ex[E], x + t * D, D, ref + t * D, 1.0f);
     }
     kr_qmoe_ws *ws = NULL;
+    kr_pool_init(2); /* reserve for the largest pool: under KRASIS_FAKE_NUMA its 2 workers are 2 nodes */
+    kr_qmoe_place(ex, E);
     CHECK(kr_qmoe_ws_reserve(&ws, &q, T, K) == KR_OK, "reserve");
     int first = 1;
     for (int isa = 0; isa < KR_ISA_COUNT; isa++) {
@@ -228,6 +230,10 @@ static void test_moe(int bits, int gs, int64_t D, int64_t inter, int E, int K, i
         kr_kernels_force((kr_isa)isa);
         for (int n = 1; n <= 2; n++) {
             kr_pool_init(n);
+            int fake = getenv("KRASIS_FAKE_NUMA") ? atoi(getenv("KRASIS_FAKE_NUMA")) : 0;
+            if (fake > 1)
+                CHECK(kr_pool_nodes() == (n < fake ? n : fake), "%d workers under KRASIS_FAKE_NUMA=%d: %d nodes", n,
+                      fake, kr_pool_nodes());
             CHECK(kr_qmoe_forward(&q, ws, x, T, idx, w, K, out) == KR_OK, "forward: %s", kr_error());
             double cs = test_cosine(out, ref, T * D);
             /* INT8 activations on top of quantized weights: close to the float math on those weights */

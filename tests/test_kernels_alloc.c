@@ -43,6 +43,7 @@ int main(void) {
     kr_qexpert ex[E + 1];
     for (int e = 0; e <= E; e++) {
         ex[e].inter = I;
+        ex[e].node = 0;
         make(&ex[e].w13, 2 * I, D);
         make(&ex[e].down, D, I);
     }

@@ -196,6 +196,7 @@ static int run_synthetic(const char *cfg_path, const kr_quant_config *qc, int n_
             carve(&L->experts[e], inter, D, bits, gs, L->mem, &off, 1);
         if (sh_inter)
             carve(&L->experts[E], sh_inter, D, qc->shared_bits ? qc->shared_bits : bits, gs, L->mem, &off, 1);
+        kr_qmoe_place(L->experts, E);
         L->q = (kr_qmoe){D, gs, E, L->experts, sh_inter ? &L->experts[E] : NULL};
     }
     r->gb_weights = need / 1e9;

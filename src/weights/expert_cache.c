@@ -304,6 +304,9 @@ kr_status kr_ecache_open_ex(const char *path, const kr_ecache_key *key, kr_ecach
             if (s == KR_OK) {
                 /* weights are streamed once per token: huge pages cut TLB misses (DESIGN.md section 9) */
                 madvise((void *)out->map.data, out->map.size, MADV_HUGEPAGE);
+                /* on several NUMA nodes each layer's experts are dealt over the workers' nodes */
+                for (int l = 0; l < key->n_layers; l++)
+                    kr_qmoe_place(out->experts + (size_t)l * (size_t)key->n_experts, key->n_experts);
                 return KR_OK;
             }
             kr_unmap_file(&out->map);

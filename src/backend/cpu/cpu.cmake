@@ -10,6 +10,7 @@ list(APPEND KRASIS_MODULE_SOURCES
   ${KR_CPU}/moe.c
   ${KR_CPU}/qlinear.c
   ${KR_CPU}/membw.c
+  ${KR_CPU}/numa.c
   ${PROJECT_SOURCE_DIR}/src/weights/expert_cache.c
 )
 check_c_compiler_flag("-mavx2 -mfma" KR_CC_AVX2)
@@ -18,6 +19,15 @@ if(KR_CC_AVX2 AND CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   # only this file gets AVX2: the binary still starts on any x86-64, the dispatch table decides
   set_source_files_properties(${KR_CPU}/kernels_avx2.c PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma")
   set_source_files_properties(${KR_CPU}/isa.c PROPERTIES COMPILE_DEFINITIONS "KRASIS_HAVE_AVX2=1")
+endif()
+# libnuma is optional: without it (or on one node) NUMA placement is a no-op
+find_library(KR_NUMA_LIB numa)
+find_path(KR_NUMA_INC numa.h)
+if(KR_NUMA_LIB AND KR_NUMA_INC)
+  set_property(SOURCE ${KR_CPU}/numa.c APPEND PROPERTY COMPILE_DEFINITIONS KRASIS_HAVE_NUMA=1)
+  target_link_libraries(krasis_core PUBLIC ${KR_NUMA_LIB})
+else()
+  message(STATUS "krasis: libnuma not found; NUMA placement disabled")
 endif()
 find_package(Threads REQUIRED)
 target_link_libraries(krasis_core PUBLIC Threads::Threads)

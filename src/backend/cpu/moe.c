@@ -7,12 +7,17 @@
 #include <string.h>
 
 #include "backend/cpu/isa.h"
+#include "backend/cpu/numa.h"
 #include "backend/cpu/threadpool.h"
 
 typedef struct {
     const kr_qexpert *ex;
     int64_t start, n; /* its slots */
+    int node;         /* node index of its weights (< the call's nodes) */
 } entry;
+
+/* NUMA nodes the scheduler tells apart; more are folded onto these */
+#define KR_QMOE_MAX_NODES 8
 
 struct kr_qmoe_ws {
     int64_t cap_T, cap_S, hidden, max_inter;
@@ -31,10 +36,16 @@ struct kr_qmoe_ws {
     float *out;
     int64_t T;
     int n_entries;
-    /* work counters of the current region: units are taken one by one, so a worker slowed down by
-     * something else on its core (another process, an interrupt) simply takes fewer */
-    _Atomic int64_t next_unit, next_chunk;
-    int64_t n_units;
+    /* work counters of the current region, one pair per node: units are taken one by one, so a worker
+     * slowed down by something else on its core (another process, an interrupt) simply takes fewer */
+    /* NUMA (nodes > 1): entries are ordered by node; node q owns units [unit0[q], unit0[q+1]) and
+     * entries [ent0[q], ent0[q+1]), and accumulates its down projections into part[q - 1] (q >= 1) */
+    int nodes, part_nodes;
+    int64_t unit0[KR_QMOE_MAX_NODES + 1];
+    int ent0[KR_QMOE_MAX_NODES + 1];
+    _Atomic int64_t node_unit[KR_QMOE_MAX_NODES], node_chunk[KR_QMOE_MAX_NODES];
+    float *part;
+    entry *sorted;
 };
 
 static int64_t max_inter(const kr_qmoe *q) {
@@ -55,6 +66,8 @@ static void ws_release(kr_qmoe_ws *ws) {
     free(ws->slot_w);
     free(ws->fill);
     free(ws->entries);
+    free(ws->sorted);
+    free(ws->part);
 }
 
 void kr_qmoe_ws_free(kr_qmoe_ws *ws) {
@@ -67,8 +80,9 @@ void kr_qmoe_ws_free(kr_qmoe_ws *ws) {
 kr_status kr_qmoe_ws_reserve(kr_qmoe_ws **wsp, const kr_qmoe *q, int64_t T, int K) {
     kr_qmoe_ws *ws = *wsp;
     int64_t mi = max_inter(q);
+    int want_nodes = kr_pool_nodes() < KR_QMOE_MAX_NODES ? kr_pool_nodes() : KR_QMOE_MAX_NODES;
     if (ws && T <= ws->cap_T && K <= ws->K && q->hidden <= ws->hidden && mi <= ws->max_inter && q->gs == ws->gs &&
-        q->n_experts <= ws->cap_E)
+        q->n_experts <= ws->cap_E && want_nodes <= ws->part_nodes)
         return KR_OK;
     if (!ws) {
         ws = calloc(1, sizeof *ws);
@@ -107,8 +121,13 @@ kr_status kr_qmoe_ws_reserve(kr_qmoe_ws **wsp, const kr_qmoe *q, int64_t T, int 
     ws->slot_w = malloc(S * sizeof *ws->slot_w);
     ws->fill = malloc(((size_t)cap_E + 1) * sizeof *ws->fill);
     ws->entries = malloc(((size_t)cap_E + 1) * sizeof *ws->entries);
+    ws->sorted = malloc(((size_t)cap_E + 1) * sizeof *ws->sorted);
+    int nodes = kr_pool_nodes();
+    ws->part_nodes = nodes < KR_QMOE_MAX_NODES ? nodes : KR_QMOE_MAX_NODES;
+    if (ws->part_nodes > 1)
+        ws->part = malloc((size_t)(ws->part_nodes - 1) * (size_t)(T * hidden) * sizeof(float));
     if (!ws->xq || !ws->xs || !ws->xc || !ws->hq || !ws->hs || !ws->hc || !ws->slot_tok || !ws->slot_w || !ws->fill ||
-        !ws->entries) {
+        !ws->entries || !ws->sorted || (ws->part_nodes > 1 && !ws->part)) {
         kr_qmoe_ws_free(ws);
         *wsp = NULL;
         return kr_fail(KR_ERR_NOMEM, "out of memory for the MoE workspace (%lld tokens)", (long long)T);
@@ -167,10 +186,52 @@ static void w13_unit(kr_qmoe_ws *ws, const entry *en, int64_t g) {
     }
 }
 
+/* The entry that unit u (an index in entry order) belongs to, and the unit's group within it. */
+static const entry *unit_entry(const kr_qmoe_ws *ws, int64_t u, int64_t *group) {
+    int j = 0;
+    int64_t groups;
+    while (u >= (groups = (ws->entries[j].ex->inter + ws->gs - 1) / ws->gs)) {
+        u -= groups;
+        j++;
+    }
+    *group = u;
+    return &ws->entries[j];
+}
+
+/* Takes the next item of node q's queue [0, total); -1 when it is empty. */
+static int64_t take(_Atomic int64_t *next, int64_t total) {
+    int64_t i = atomic_fetch_add_explicit(next, 1, memory_order_relaxed);
+    return i < total ? i : -1;
+}
+
+/* Down rows [r, r + nr) of the entries [e0, e1) into dst ([T, D]), which the caller owns for those rows. */
+static void down_chunk(kr_qmoe_ws *ws, int e0, int e1, int64_t r, int64_t nr, float *dst) {
+    const int64_t D = ws->q->hidden;
+    float y[KR_TILE_TOKENS][KR_QMOE_DOWN_ROWS];
+    for (int64_t t = 0; t < ws->T; t++)
+        memset(dst + t * D + r, 0, (size_t)nr * sizeof(float));
+    for (int j = e0; j < e1; j++) {
+        const entry *en = &ws->entries[j];
+        for (int64_t s0 = 0; s0 < en->n; s0 += KR_TILE_TOKENS) {
+            int nt = en->n - s0 < KR_TILE_TOKENS ? (int)(en->n - s0) : KR_TILE_TOKENS;
+            kr_qvec a[KR_TILE_TOKENS];
+            for (int t = 0; t < nt; t++)
+                a[t] = hvec(ws, en->start + s0 + t);
+            ws->k->tile_dot(&en->ex->down, r, nr, a, nt, y[0], KR_QMOE_DOWN_ROWS);
+            for (int t = 0; t < nt; t++) {
+                int64_t slot = en->start + s0 + t;
+                float wt = ws->slot_w[slot], *o = dst + ws->slot_tok[slot] * D + r;
+                for (int64_t i = 0; i < nr; i++)
+                    o[i] += wt * y[t][i];
+            }
+        }
+    }
+}
+
 static void region(void *ctx, int w, int n) {
     kr_qmoe_ws *ws = ctx;
     const int64_t D = ws->q->hidden, T = ws->T;
-    const int gs = ws->gs;
+    const int gs = ws->gs, nodes = ws->nodes, home = kr_pool_worker_node(w) % nodes;
 
     /* phase 0: quantize the inputs (a few decode tokens were done by the caller: one barrier less) */
     if (T > KR_QMOE_SERIAL_QUANT) {
@@ -181,47 +242,77 @@ static void region(void *ctx, int w, int n) {
         kr_pool_barrier();
     }
 
-    /* phase 1: w13 units (entry, group of gs intermediate rows), in entry order */
-    for (;;) {
-        int64_t u = atomic_fetch_add_explicit(&ws->next_unit, 1, memory_order_relaxed);
-        if (u >= ws->n_units)
-            break;
-        int j = 0;
-        int64_t groups;
-        while (u >= (groups = (ws->entries[j].ex->inter + gs - 1) / gs)) {
-            u -= groups;
-            j++;
+    /* phase 1: w13 units (entry, group of gs intermediate rows); the home node's queue first */
+    for (int i = 0; i < nodes; i++) {
+        int q = (home + i) % nodes;
+        int64_t u;
+        while ((u = take(&ws->node_unit[q], ws->unit0[q + 1] - ws->unit0[q])) >= 0) {
+            int64_t g;
+            const entry *en = unit_entry(ws, ws->unit0[q] + u, &g);
+            w13_unit(ws, en, g);
         }
-        w13_unit(ws, &ws->entries[j], u);
     }
     kr_pool_barrier();
 
-    /* phase 2: chunks of KR_QMOE_DOWN_ROWS hidden rows; the worker that takes a chunk owns those output rows for all
-     * tokens and runs every entry's down rows into them, so accumulating needs no atomics */
-    float y[KR_TILE_TOKENS][KR_QMOE_DOWN_ROWS];
+    /* phase 2: chunks of KR_QMOE_DOWN_ROWS hidden rows of one node's experts; the worker that takes a
+     * chunk owns those rows of that node's output, so accumulating needs no atomics */
     int64_t n_chunks = (D + KR_QMOE_DOWN_ROWS - 1) / KR_QMOE_DOWN_ROWS;
-    for (;;) {
-        int64_t c = atomic_fetch_add_explicit(&ws->next_chunk, 1, memory_order_relaxed);
-        if (c >= n_chunks)
-            break;
-        int64_t r = c * KR_QMOE_DOWN_ROWS, nr = D - r < KR_QMOE_DOWN_ROWS ? D - r : KR_QMOE_DOWN_ROWS;
-        for (int64_t t = 0; t < T; t++)
-            memset(ws->out + t * D + r, 0, (size_t)nr * sizeof(float));
-        for (int j = 0; j < ws->n_entries; j++) {
-            const entry *en = &ws->entries[j];
-            for (int64_t s0 = 0; s0 < en->n; s0 += KR_TILE_TOKENS) {
-                int nt = en->n - s0 < KR_TILE_TOKENS ? (int)(en->n - s0) : KR_TILE_TOKENS;
-                kr_qvec a[KR_TILE_TOKENS];
-                for (int t = 0; t < nt; t++)
-                    a[t] = hvec(ws, en->start + s0 + t);
-                ws->k->tile_dot(&en->ex->down, r, nr, a, nt, y[0], KR_QMOE_DOWN_ROWS);
-                for (int t = 0; t < nt; t++) {
-                    int64_t slot = en->start + s0 + t;
-                    float wt = ws->slot_w[slot], *o = ws->out + ws->slot_tok[slot] * D + r;
-                    for (int64_t i = 0; i < nr; i++)
-                        o[i] += wt * y[t][i];
-                }
-            }
+    for (int i = 0; i < nodes; i++) {
+        int q = (home + i) % nodes;
+        float *dst = q == 0 ? ws->out : ws->part + (size_t)(q - 1) * (size_t)(T * D);
+        int64_t c;
+        while ((c = take(&ws->node_chunk[q], n_chunks)) >= 0) {
+            int64_t r = c * KR_QMOE_DOWN_ROWS, nr = D - r < KR_QMOE_DOWN_ROWS ? D - r : KR_QMOE_DOWN_ROWS;
+            down_chunk(ws, ws->ent0[q], ws->ent0[q + 1], r, nr, dst);
+        }
+    }
+    if (nodes == 1)
+        return;
+
+    /* phase 3: add the other nodes' outputs, split by rows */
+    kr_pool_barrier();
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t r = share(D, w, n); r < share(D, w + 1, n); r++)
+            for (int q = 1; q < nodes; q++)
+                ws->out[t * D + r] += ws->part[(size_t)(q - 1) * (size_t)(T * D) + (size_t)(t * D + r)];
+}
+
+/* Orders the entries by node (stable) and fills the per-node unit and entry ranges. */
+static void by_node(kr_qmoe_ws *ws, int ne) {
+    int nodes = ws->nodes;
+    int count[KR_QMOE_MAX_NODES + 1] = {0};
+    for (int j = 0; j < ne; j++) {
+        int q = ws->entries[j].node;
+        ws->entries[j].node = q >= 0 ? q % nodes : 0;
+        count[ws->entries[j].node + 1]++;
+    }
+    ws->ent0[0] = 0;
+    for (int q = 0; q < nodes; q++)
+        ws->ent0[q + 1] = ws->ent0[q] + count[q + 1];
+    int at[KR_QMOE_MAX_NODES];
+    memcpy(at, ws->ent0, sizeof at);
+    for (int j = 0; j < ne; j++)
+        ws->sorted[at[ws->entries[j].node]++] = ws->entries[j];
+    memcpy(ws->entries, ws->sorted, (size_t)ne * sizeof *ws->entries);
+    ws->unit0[0] = 0;
+    for (int q = 0, j = 0; q < nodes; q++) {
+        ws->unit0[q + 1] = ws->unit0[q];
+        for (; j < ws->ent0[q + 1]; j++)
+            ws->unit0[q + 1] += (ws->entries[j].ex->inter + ws->gs - 1) / ws->gs;
+    }
+}
+
+void kr_qmoe_place(kr_qexpert *experts, int n_experts) {
+    int nodes = kr_pool_nodes();
+    for (int e = 0; e < n_experts; e++) {
+        kr_qexpert *x = &experts[e];
+        x->node = nodes > 1 ? e % nodes : 0;
+        if (nodes > 1 && !kr_numa_fake_nodes()) {
+            int os = kr_pool_node_os(x->node);
+            kr_numa_place(x->w13.q, (size_t)kr_qmatrix_qbytes(&x->w13), os);
+            kr_numa_place(x->w13.s, (size_t)kr_qmatrix_sbytes(&x->w13), os);
+            kr_numa_place(x->down.q, (size_t)kr_qmatrix_qbytes(&x->down), os);
+            kr_numa_place(x->down.s, (size_t)kr_qmatrix_sbytes(&x->down), os);
         }
     }
 }
@@ -247,7 +338,7 @@ kr_status kr_qmoe_forward(const kr_qmoe *q, kr_qmoe_ws *ws, const float *x, int6
         int64_t c = ws->fill[e + 1];
         ws->fill[e] = pos; /* fill[e] becomes the next free slot of e */
         if (c)
-            ws->entries[ne++] = (entry){&q->experts[e], pos, c};
+            ws->entries[ne++] = (entry){&q->experts[e], pos, c, q->experts[e].node};
         pos += c;
     }
     for (int64_t t = 0; t < T; t++)
@@ -257,7 +348,7 @@ kr_status kr_qmoe_forward(const kr_qmoe *q, kr_qmoe_ws *ws, const float *x, int6
             ws->slot_w[at] = w[t * K + k];
         }
     if (q->shared) {
-        ws->entries[ne++] = (entry){q->shared, pos, T};
+        ws->entries[ne++] = (entry){q->shared, pos, T, 0}; /* spread over nodes' pages: any node */
         for (int64_t t = 0; t < T; t++) {
             ws->slot_tok[pos + t] = t;
             ws->slot_w[pos + t] = 1.0f;
@@ -269,16 +360,17 @@ kr_status kr_qmoe_forward(const kr_qmoe *q, kr_qmoe_ws *ws, const float *x, int6
     ws->out = out;
     ws->T = T;
     ws->n_entries = ne;
-    ws->n_units = 0;
-    for (int j = 0; j < ne; j++)
-        ws->n_units += (ws->entries[j].ex->inter + q->gs - 1) / q->gs;
+    ws->nodes = kr_pool_nodes() < ws->part_nodes ? kr_pool_nodes() : ws->part_nodes;
+    by_node(ws, ne);
+    for (int qn = 0; qn < ws->nodes; qn++) {
+        atomic_store(&ws->node_unit[qn], 0);
+        atomic_store(&ws->node_chunk[qn], 0);
+    }
     if (T <= KR_QMOE_SERIAL_QUANT)
         for (int64_t t = 0; t < T; t++) {
             kr_qvec a = xvec(ws, t);
             ws->k->quantize_act(x + t * q->hidden, q->hidden, q->gs, (int8_t *)a.q, (float *)a.s, (float *)a.c);
         }
-    atomic_store(&ws->next_unit, 0);
-    atomic_store(&ws->next_chunk, 0);
     kr_pool_run(region, ws);
     return KR_OK;
 }

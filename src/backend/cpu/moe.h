@@ -8,6 +8,9 @@
  *      silu(g) * u and the INT8 quantization of that group of the hidden activation;
  *   2. down: chunks of 256 hidden rows dealt the same way; the worker holding a chunk owns those output
  *      rows for all experts, so accumulating w * down(h) needs no atomics.
+ * On several NUMA nodes (numa.h) each node has its own queue of phase-1 units and phase-2 chunks over
+ * the experts on that node; a worker drains its node's queues first, then helps the others. Phase 2
+ * then accumulates each node's experts into a buffer of its own, and a phase 3 adds the buffers.
  * The workspace is sized once for the largest T and never reallocated for smaller ones: a decode step
  * allocates nothing. */
 #ifndef KR_BACKEND_CPU_MOE_H
@@ -22,6 +25,7 @@ typedef struct {
     int64_t inter;   /* intermediate size */
     kr_qmatrix w13;  /* [2 * inter, hidden], gate/up rows interleaved */
     kr_qmatrix down; /* [hidden, inter] */
+    int node;        /* NUMA node index (threadpool.h) holding its pages; 0 on one node */
 } kr_qexpert;
 
 typedef struct {
@@ -42,6 +46,11 @@ void kr_qmoe_ws_free(kr_qmoe_ws *ws);
  * The workspace must have been reserved for at least T and K and for q's shapes. */
 kr_status kr_qmoe_forward(const kr_qmoe *q, kr_qmoe_ws *ws, const float *x, int64_t T, const int *idx, const float *w,
                           int K, float *out);
+
+/* NUMA placement of one layer's experts: expert e goes to node index e % kr_pool_nodes() (its pages
+ * moved there) and gets .node set; the shared expert stays on node 0. A no-op on one node. Call after
+ * kr_pool_init. */
+void kr_qmoe_place(kr_qexpert *experts, int n_experts);
 
 /* Bytes of expert weights (quantized values + scales) one forward reads for the given routing. */
 int64_t kr_qexpert_bytes(const kr_qexpert *e);

@@ -5,6 +5,8 @@
 #define _GNU_SOURCE
 #include "backend/cpu/threadpool.h"
 
+#include "backend/cpu/numa.h"
+
 #include <dirent.h>
 #include <limits.h>
 #include <linux/futex.h>
@@ -21,6 +23,7 @@
 
 #define KR_SPIN_NS 1000000L
 #define KR_MAX_CPUS 1024
+#define KR_MAX_NODES 64
 
 typedef struct {
     int n;
@@ -35,6 +38,10 @@ typedef struct {
     _Atomic int sleepers;
     int cpus[KR_MAX_CPUS];
     int n_cpus;
+    /* NUMA: worker w runs on node index node[w] < n_nodes, which is OS node os_node[node[w]] */
+    int node[KR_MAX_CPUS];
+    int n_nodes;
+    int os_node[KR_MAX_NODES];
 } kr_pool;
 
 typedef struct {
@@ -165,6 +172,22 @@ void kr_pool_shutdown(void) {
     g_args = NULL;
 }
 
+/* Numbers the distinct nodes the workers run on 0, 1, ... in order of first appearance. Unpinned
+ * workers (more than the physical cores) count as node 0's. */
+static void assign_nodes(kr_pool *p) {
+    int fake = kr_numa_fake_nodes();
+    p->n_nodes = 0;
+    for (int w = 0; w < p->n; w++) {
+        int os = fake ? w % fake : w < p->n_cpus ? kr_numa_node_of_cpu(p->cpus[w]) : p->n_nodes ? p->os_node[0] : 0;
+        int i = 0;
+        while (i < p->n_nodes && p->os_node[i] != os)
+            i++;
+        if (i == p->n_nodes && p->n_nodes < KR_MAX_NODES)
+            p->os_node[p->n_nodes++] = os;
+        p->node[w] = i < p->n_nodes ? i : 0;
+    }
+}
+
 kr_status kr_pool_init(int n) {
     int cpus[KR_MAX_CPUS];
     int ncpu = kr_physical_cores(cpus, KR_MAX_CPUS, NULL);
@@ -182,6 +205,7 @@ kr_status kr_pool_init(int n) {
     /* more workers than physical cores (asked for explicitly) are left unpinned */
     p->n_cpus = n <= ncpu ? ncpu : 0;
     memcpy(p->cpus, cpus, sizeof(int) * (size_t)ncpu);
+    assign_nodes(p);
     p->th = calloc((size_t)n, sizeof *p->th);
     g_args = calloc((size_t)n, sizeof *g_args);
     if (!p->th || !g_args) {
@@ -207,6 +231,10 @@ void kr_pool_pin_caller(void) {
     if (g_pool && g_pool->n_cpus)
         pin(g_pool->cpus[0]);
 }
+
+int kr_pool_nodes(void) { return kr_pool_threads() > 0 && g_pool ? g_pool->n_nodes : 1; }
+int kr_pool_worker_node(int w) { return g_pool && w >= 0 && w < g_pool->n ? g_pool->node[w] : 0; }
+int kr_pool_node_os(int i) { return g_pool && i >= 0 && i < g_pool->n_nodes ? g_pool->os_node[i] : 0; }
 
 int kr_pool_threads(void) {
     if (!g_pool && kr_pool_init(0) != KR_OK)

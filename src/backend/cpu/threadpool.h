@@ -15,6 +15,11 @@ typedef void (*kr_pool_fn)(void *ctx, int worker, int n_workers);
 kr_status kr_pool_init(int n);
 /* Workers of the pool (starting a default pool on first use). */
 int kr_pool_threads(void);
+/* NUMA (numa.h): the number of distinct nodes the workers run on (1 on a one-node machine), the
+ * node index (< kr_pool_nodes()) of worker w, and the OS node id of node index i. */
+int kr_pool_nodes(void);
+int kr_pool_worker_node(int w);
+int kr_pool_node_os(int i);
 /* Runs fn(ctx, w, n) on every worker w < n (the caller as w = 0) and returns when all have returned. */
 void kr_pool_run(kr_pool_fn fn, void *ctx);
 /* Inside fn: returns when every worker of the region has called it. */
