@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include "backend/cpu/isa.h"
+#include "backend/cpu/numa.h"
 #include "backend/cpu/threadpool.h"
 #include "cli/commands.h"
 #include "model/config.h"
@@ -129,8 +130,13 @@ int kr_cmd_check(int argc, char **argv) {
             fclose(f);
         line("ok", "NUMA node", "node %d: CPUs %s, %.1f GB", i, buf, kb / 1048576.0);
     }
-    line(nodes <= 1 ? "ok" : "warn", "NUMA", nodes <= 1 ? "%d node: nothing to place" : "%d nodes: NUMA placement is not implemented yet; experts are not spread over nodes",
-         nodes ? nodes : 1);
+    if (nodes <= 1)
+        line("ok", "NUMA", "1 node: nothing to place");
+    else if (kr_numa_system_nodes() > 1)
+        line("ok", "NUMA", "%d nodes: each layer's experts are dealt over the nodes the workers run on (libnuma)", nodes);
+    else
+        line("warn", "NUMA", "%d nodes, but this build has no libnuma (or the kernel no NUMA API): experts are not placed",
+             nodes);
     char gov[64];
     if (read_line("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor", gov, sizeof gov))
         line(!strcmp(gov, "performance") ? "ok" : "warn", "CPU governor", "%s%s", gov,
