@@ -4,6 +4,8 @@
 
 #include "cli/commands.h"
 #include "krasis.h"
+#include "weights/ggml_quants.h"
+#include "weights/gguf_set.h"
 
 static void human(double bytes, char *buf, size_t cap) {
     const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -84,8 +86,14 @@ static void print_info(const char *dir, const kr_model *m) {
             human((double)st->bytes_by_dtype[t], a, sizeof a);
             printf(" %s %s", kr_dtype_name(t), a);
         }
+    for (uint32_t t = 0; t < 64; t++) /* GGUF block types */
+        if (st->bytes_by_ggml[t]) {
+            human((double)st->bytes_by_ggml[t], a, sizeof a);
+            printf(" %s %s", kr_ggml_info(t).name ? kr_ggml_info(t).name : "?", a);
+        }
     human((double)st->bytes_total, a, sizeof a);
-    printf(" (total %s in %d file%s)\n", a, m->st.n_files, m->st.n_files == 1 ? "" : "s");
+    int files = m->gguf ? m->gguf->n : m->st.n_files;
+    printf(" (total %s in %d file%s)\n", a, files, files == 1 ? "" : "s");
     int64_t ctx = hp->max_pos > 0 && hp->max_pos < 4096 ? hp->max_pos : 4096;
     human((double)kr_kv_cache_bytes_per_token(m), b, sizeof b);
     human((double)st->bytes_total + (double)kr_kv_cache_bytes_per_token(m) * (double)ctx, a, sizeof a);

@@ -12,6 +12,8 @@
 #include "base/mapfile.h"
 #include "cli/commands.h"
 #include "tokenizer/template.h"
+#include "tokenizer/tokenizer.h"
+#include "weights/gguf_set.h"
 
 
 #define USAGE                                                                                                  \
@@ -119,12 +121,33 @@ static kr_status load_from_model(const char *dir, int have_tools, template_sourc
     return s;
 }
 
+/* A GGUF model: tokenizer.chat_template, and the bos/eos token texts of its vocabulary. */
+static kr_status load_from_gguf(const char *path, template_source *t) {
+    kr_tokenizer *tok;
+    KR_TRY(kr_tokenizer_load(path, &tok));
+    const char *src = kr_tokenizer_chat_template(tok);
+    kr_status s = KR_OK;
+    if (!src)
+        s = kr_fail(KR_ERR_FORMAT, "%s: no chat template (key 'tokenizer.chat_template' is missing)", path);
+    else if (!(t->source = dup_str(src)) || !(t->name = dup_str(path)))
+        s = kr_fail(KR_ERR_NOMEM, "out of memory");
+    const char *bos = kr_tokenizer_bos_text(tok), *eos = kr_tokenizer_eos_text(tok);
+    if (s == KR_OK && bos[0] && !(t->bos = dup_str(bos)))
+        s = kr_fail(KR_ERR_NOMEM, "out of memory");
+    if (s == KR_OK && eos[0] && !(t->eos = dup_str(eos)))
+        s = kr_fail(KR_ERR_NOMEM, "out of memory");
+    kr_tokenizer_free(tok);
+    return s;
+}
+
 static kr_status load_template(const char *path, int have_tools, template_source *t) {
     struct stat st;
     if (stat(path, &st) != 0)
         return kr_fail(KR_ERR_IO, "%s: no such file or model directory", path);
     if (S_ISDIR(st.st_mode))
         return load_from_model(path, have_tools, t);
+    if (kr_is_gguf_file(path))
+        return load_from_gguf(path, t);
     size_t len;
     KR_TRY(kr_read_file(path, &t->source, &len));
     if (strlen(t->source) != len)

@@ -78,8 +78,8 @@ static kr_status open_set(const char *path, kr_gguf_set *s) {
     int name_no = 0, name_count = 0;
     bool named = split_name(path, &plen, &name_no, &name_count);
     if (st == KR_OK && named && name_count > 1 && (count != name_count || no != name_no - 1))
-        st = kr_fail(KR_ERR_FORMAT, "%s: the file name says shard %d of %d, its metadata says split.no %lld of split.count %lld",
-                     path, name_no, name_count, (long long)no, (long long)count);
+        st = kr_fail(KR_ERR_FORMAT, "%s: the file name says shard %d of %d, its metadata says shard %lld of %lld (split.no %lld, split.count %lld)",
+                     path, name_no, name_count, (long long)no + 1, (long long)count, (long long)no, (long long)count);
     if (st == KR_OK && count > 1 && !named)
         st = kr_fail(KR_ERR_FORMAT, "%s: split.count is %lld but the file name is not of the form NAME-%05d-of-%05lld.gguf",
                      path, (long long)count, (int)no + 1, (long long)count);
