@@ -7,5 +7,8 @@ set_tests_properties(test_kernels_numa PROPERTIES ENVIRONMENT KRASIS_FAKE_NUMA=2
 krasis_test(test_kernels_alloc)
 # every allocation of the test binary goes through a counter (see test_kernels_alloc.c)
 target_link_options(test_kernels_alloc PRIVATE -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc)
+krasis_test(test_forward_alloc)
+target_link_options(test_forward_alloc PRIVATE -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc
+                    -Wl,--wrap=aligned_alloc -Wl,--wrap=posix_memalign)
 krasis_test(test_expert_cache)
 krasis_test(test_quant_model)

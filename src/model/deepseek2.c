@@ -168,16 +168,11 @@ kr_status kr_deepseek2_bind_attention(kr_model *m, int l) {
     return KR_OK;
 }
 
-/* Scratch of one attention call, sized for T new positions over a window of up to `ctx` tokens. */
+/* Scratch of one attention call (model scratch slots), sized for T new positions over a window of up to
+ * kv->cap tokens (the cache's capacity, so the scores buffer does not grow every step). */
 typedef struct {
     float *q, *qa, *ckv, *qabs, *lat, *o, *row, *scores;
 } mla_scratch;
-
-static void mla_scratch_free(mla_scratch *s) {
-    float *all[] = {s->q, s->qa, s->ckv, s->qabs, s->lat, s->o, s->row, s->scores};
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
-        free(all[i]);
-}
 
 kr_status kr_deepseek2_attention(kr_model *m, int l, const float *x, int64_t T, kr_kv_cache *kv, float *out) {
     const kr_hparams *hp = &m->hp;
@@ -185,15 +180,17 @@ kr_status kr_deepseek2_attention(kr_model *m, int l, const float *x, int64_t T, 
     int64_t H = hp->n_heads, Dn = hp->qk_nope_dim, Dr = hp->qk_rope_dim, Dq = Dn + Dr, Dv = hp->v_head_dim;
     int64_t C = hp->kv_lora_rank, W = C + Dr, pos0 = kv->len, ctx = pos0 + T;
     mla_scratch s = {
-        .q = malloc((size_t)(T * H * Dq) * sizeof(float)),
-        .qa = malloc((size_t)(T * (hp->q_lora_rank ? hp->q_lora_rank : 1)) * sizeof(float)),
-        .ckv = malloc((size_t)(T * W) * sizeof(float)),
-        .qabs = calloc((size_t)(T * H * W), sizeof(float)),
-        .lat = malloc((size_t)(T * H * C) * sizeof(float)),
-        .o = malloc((size_t)(T * H * Dv) * sizeof(float)),
-        .row = malloc((size_t)(C > Dn ? C : Dn) * sizeof(float)),
-        .scores = malloc((size_t)ctx * sizeof(float)),
+        .q = kr_model_scratch(m, KR_SLOT_ATTN, T * H * Dq),
+        .qa = kr_model_scratch(m, KR_SLOT_ATTN + 1, T * (hp->q_lora_rank ? hp->q_lora_rank : 1)),
+        .ckv = kr_model_scratch(m, KR_SLOT_ATTN + 2, T * W),
+        .qabs = kr_model_scratch(m, KR_SLOT_ATTN + 3, T * H * W),
+        .lat = kr_model_scratch(m, KR_SLOT_ATTN + 4, T * H * C),
+        .o = kr_model_scratch(m, KR_SLOT_ATTN + 5, T * H * Dv),
+        .row = kr_model_scratch(m, KR_SLOT_ATTN + 6, C > Dn ? C : Dn),
+        .scores = kr_model_scratch(m, KR_SLOT_ATTN + 7, kv->cap > ctx ? kv->cap : ctx),
     };
+    if (s.qabs)
+        memset(s.qabs, 0, (size_t)(T * H * W) * sizeof(float));
     kr_status st = KR_OK;
     if (!s.q || !s.qa || !s.ckv || !s.qabs || !s.lat || !s.o || !s.row || !s.scores) {
         st = kr_fail(KR_ERR_NOMEM, "out of memory in MLA attention");
@@ -273,6 +270,5 @@ kr_status kr_deepseek2_attention(kr_model *m, int l, const float *x, int64_t T, 
     if (L->o_bias)
         kr_add_rows(out, L->o_bias, T, hp->hidden);
 done:
-    mla_scratch_free(&s);
     return st;
 }

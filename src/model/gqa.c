@@ -56,9 +56,10 @@ kr_status kr_gqa_attention(kr_model *m, int l, const float *x, int64_t T, kr_kv_
     const kr_layer *L = &m->layers[l];
     int64_t hd = hp->head_dim, Hq = hp->n_heads, Hkv = hp->n_kv_heads, group = Hq / Hkv, W = Hkv * hd;
     int64_t pos0 = kv->len;
-    float *q = malloc((size_t)(T * Hq * hd) * sizeof *q);
-    float *o = malloc((size_t)(T * Hq * hd) * sizeof *o);
-    float *scores = malloc((size_t)(pos0 + T) * sizeof *scores);
+    float *q = kr_model_scratch(m, KR_SLOT_ATTN, T * Hq * hd);
+    float *o = kr_model_scratch(m, KR_SLOT_ATTN + 1, T * Hq * hd);
+    /* sized by the cache's capacity, so it does not grow every decode step */
+    float *scores = kr_model_scratch(m, KR_SLOT_ATTN + 2, kv->cap > pos0 + T ? kv->cap : pos0 + T);
     float *kcache = kv->k[l] + pos0 * W, *vcache = kv->v[l] + pos0 * W;
     kr_status s = KR_OK;
     if (!q || !o || !scores) {
@@ -84,8 +85,5 @@ kr_status kr_gqa_attention(kr_model *m, int l, const float *x, int64_t T, kr_kv_
     if (L->o_bias)
         kr_add_rows(out, L->o_bias, T, hp->hidden);
 done:
-    free(q);
-    free(o);
-    free(scores);
     return s;
 }

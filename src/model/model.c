@@ -247,6 +247,7 @@ void kr_model_close(kr_model *m) {
     if (!m)
         return;
     quant_free(m->quant);
+    kr_scratch_free(&m->scratch);
     free(m->dir);
     if (m->layers)
         for (int l = 0; l < m->hp.n_layers; l++)
@@ -295,7 +296,11 @@ kr_status kr_kv_cache_create(const kr_model *m, kr_kv_cache **out) {
     return KR_OK;
 }
 
-static kr_status kv_reserve(kr_kv_cache *kv, int64_t need) {
+float *kr_model_scratch(kr_model *m, int slot, int64_t n) {
+    return kr_scratch_get(&m->scratch, slot, (size_t)(n > 0 ? n : 1) * sizeof(float));
+}
+
+kr_status kr_kv_cache_reserve(kr_kv_cache *kv, int64_t need) {
     if (need <= kv->cap)
         return KR_OK;
     int64_t cap = kv->cap ? kv->cap : 64;
@@ -344,13 +349,10 @@ static kr_status mlp_forward(const kr_mlp *mlp, const float *x, int64_t T, float
     return kr_matmul(&mlp->down, g, T, out);
 }
 
-static kr_status mlp_forward_alloc(const kr_mlp *mlp, const float *x, int64_t T, float *out) {
-    size_t n = (size_t)(T * mlp->gate.rows);
-    float *g = malloc(n * sizeof *g), *u = malloc(n * sizeof *u);
-    kr_status s = g && u ? mlp_forward(mlp, x, T, out, g, u) : kr_fail(KR_ERR_NOMEM, "out of memory");
-    free(g);
-    free(u);
-    return s;
+static kr_status mlp_forward_scratch(kr_model *m, const kr_mlp *mlp, const float *x, int64_t T, float *out) {
+    int64_t n = T * mlp->gate.rows;
+    float *g = kr_model_scratch(m, KR_SLOT_MLP_G, n), *u = kr_model_scratch(m, KR_SLOT_MLP_U, n);
+    return g && u ? mlp_forward(mlp, x, T, out, g, u) : kr_fail(KR_ERR_NOMEM, "out of memory in an MLP");
 }
 
 /* ---------------------------------------------------------------- quantized components */
@@ -701,23 +703,25 @@ static kr_status qffn(const kr_model *m, int l, const float *x, int64_t T, const
 
 /* Routed experts run on the tokens routed to them, gathered (each expert's weights are read once per
  * call, whatever T is); then the shared experts on all tokens. */
-static kr_status moe_forward(const kr_model *m, const kr_layer *L, const float *x, int64_t T, float *out) {
+static kr_status moe_forward(kr_model *m, const kr_layer *L, const float *x, int64_t T, float *out) {
     const kr_router_config *rc = &m->hp.router;
     int E = rc->n_experts, K = rc->top_k;
     int64_t D = m->hp.hidden;
-    float *logits = malloc((size_t)(T * E) * sizeof *logits);
-    float *scratch = malloc((size_t)(4 * E) * sizeof *scratch);
-    int *idx = malloc((size_t)(T * K) * sizeof *idx);
-    float *w = malloc((size_t)(T * K) * sizeof *w);
-    int64_t *start = calloc((size_t)E + 1, sizeof *start);
-    int64_t *slot_tok = malloc((size_t)(T * K) * sizeof *slot_tok);
-    float *slot_w = malloc((size_t)(T * K) * sizeof *slot_w);
-    float *xe = malloc((size_t)(T * D) * sizeof *xe), *ye = malloc((size_t)(T * D) * sizeof *ye);
-    kr_status s = KR_OK;
-    if (!logits || !scratch || !idx || !w || !start || !slot_tok || !slot_w || !xe || !ye) {
-        s = kr_fail(KR_ERR_NOMEM, "out of memory in the MoE layer");
-        goto done;
-    }
+    kr_scratch *sc = &m->scratch;
+    float *logits = kr_model_scratch(m, KR_SLOT_MOE_LOGITS, T * E);
+    float *scratch = kr_model_scratch(m, KR_SLOT_MOE_SCRATCH, 4 * E);
+    int *idx = kr_scratch_get(sc, KR_SLOT_MOE_IDX, (size_t)(T * K) * sizeof *idx);
+    float *w = kr_model_scratch(m, KR_SLOT_MOE_W, T * K);
+    int64_t *start = kr_scratch_get(sc, KR_SLOT_MOE_START, ((size_t)E + 1) * sizeof *start);
+    int64_t *slot_tok = kr_scratch_get(sc, KR_SLOT_MOE_SLOT_TOK, (size_t)(T * K) * sizeof *slot_tok);
+    float *slot_w = kr_model_scratch(m, KR_SLOT_MOE_SLOT_W, T * K);
+    int64_t *fill = kr_scratch_get(sc, KR_SLOT_MOE_FILL, (size_t)E * sizeof *fill);
+    float *xe = kr_model_scratch(m, KR_SLOT_MOE_XE, T * D), *ye = kr_model_scratch(m, KR_SLOT_MOE_YE, T * D);
+    if (!logits || !scratch || !idx || !w || !start || !slot_tok || !slot_w || !fill || !xe || !ye)
+        return kr_fail(KR_ERR_NOMEM, "out of memory in the MoE layer");
+    memset(start, 0, ((size_t)E + 1) * sizeof *start);
+    memset(fill, 0, (size_t)E * sizeof *fill);
+    kr_status s;
     s = kr_matmul(&L->router, x, T, logits);
     if (s != KR_OK)
         goto done;
@@ -732,7 +736,7 @@ static kr_status moe_forward(const kr_model *m, const kr_layer *L, const float *
     if (qrouted) {
         s = qffn(m, l, x, T, idx, w, K, true, qshared, out);
         if (s == KR_OK && L->has_shared && !qshared) {
-            s = mlp_forward_alloc(&L->shared, x, T, ye);
+            s = mlp_forward_scratch(m, &L->shared, x, T, ye);
             if (s == KR_OK)
                 kr_add(out, ye, T * D);
         }
@@ -741,11 +745,6 @@ static kr_status moe_forward(const kr_model *m, const kr_layer *L, const float *
     for (int e = 0; e < E; e++)
         start[e + 1] += start[e];
     /* counting sort of (token, weight) slots by expert */
-    int64_t *fill = calloc((size_t)E, sizeof *fill);
-    if (!fill) {
-        s = kr_fail(KR_ERR_NOMEM, "out of memory in the MoE layer");
-        goto done;
-    }
     for (int64_t t = 0; t < T; t++)
         for (int k = 0; k < K; k++) {
             int e = idx[t * K + k];
@@ -753,7 +752,6 @@ static kr_status moe_forward(const kr_model *m, const kr_layer *L, const float *
             slot_tok[at] = t;
             slot_w[at] = w[t * K + k];
         }
-    free(fill);
 
     memset(out, 0, (size_t)(T * D) * sizeof *out);
     for (int e = 0; e < E && s == KR_OK; e++) {
@@ -762,7 +760,7 @@ static kr_status moe_forward(const kr_model *m, const kr_layer *L, const float *
             continue;
         for (int64_t i = 0; i < n; i++)
             memcpy(xe + i * D, x + slot_tok[start[e] + i] * D, (size_t)D * sizeof *xe);
-        s = mlp_forward_alloc(&L->experts[e], xe, n, ye);
+        s = mlp_forward_scratch(m, &L->experts[e], xe, n, ye);
         for (int64_t i = 0; s == KR_OK && i < n; i++) {
             float wt = slot_w[start[e] + i];
             float *o = out + slot_tok[start[e] + i] * D;
@@ -771,20 +769,11 @@ static kr_status moe_forward(const kr_model *m, const kr_layer *L, const float *
         }
     }
     if (s == KR_OK && L->has_shared) {
-        s = qshared ? qffn(m, l, x, T, NULL, NULL, 0, false, qshared, ye) : mlp_forward_alloc(&L->shared, x, T, ye);
+        s = qshared ? qffn(m, l, x, T, NULL, NULL, 0, false, qshared, ye) : mlp_forward_scratch(m, &L->shared, x, T, ye);
         if (s == KR_OK)
             kr_add(out, ye, T * D);
     }
 done:
-    free(logits);
-    free(scratch);
-    free(idx);
-    free(w);
-    free(start);
-    free(slot_tok);
-    free(slot_w);
-    free(xe);
-    free(ye);
     return s;
 }
 
@@ -798,15 +787,13 @@ kr_status kr_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64_t n
         if (ids[t] < 0 || ids[t] >= hp->vocab)
             return kr_fail(KR_ERR_ARG, "token id %d at position %lld is outside the vocabulary [0, %lld)", ids[t],
                            (long long)t, (long long)hp->vocab);
-    KR_TRY(kv_reserve(kv, kv->len + n));
+    KR_TRY(kr_kv_cache_reserve(kv, kv->len + n));
     int64_t D = hp->hidden;
-    size_t sz = (size_t)(n * D) * sizeof(float);
-    float *x = malloc(sz), *xn = malloc(sz), *tmp = malloc(sz);
+    float *x = kr_model_scratch(m, KR_SLOT_X, n * D), *xn = kr_model_scratch(m, KR_SLOT_XN, n * D),
+          *tmp = kr_model_scratch(m, KR_SLOT_TMP, n * D);
     kr_status s = KR_OK;
-    if (!x || !xn || !tmp) {
-        s = kr_fail(KR_ERR_NOMEM, "out of memory for %lld positions", (long long)n);
-        goto done;
-    }
+    if (!x || !xn || !tmp)
+        return kr_fail(KR_ERR_NOMEM, "out of memory for %lld positions", (long long)n);
     for (int64_t t = 0; t < n; t++)
         kr_matrix_row(&m->embed, ids[t], x + t * D);
     for (int l = 0; l < hp->n_layers && s == KR_OK; l++) {
@@ -825,7 +812,7 @@ kr_status kr_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64_t n
         else if (m->quant && m->quant->dense[l].inter)
             s = qffn(m, l, xn, n, NULL, NULL, 0, false, &m->quant->dense[l], tmp);
         else
-            s = mlp_forward_alloc(&L->dense, xn, n, tmp);
+            s = mlp_forward_scratch(m, &L->dense, xn, n, tmp);
         if (s == KR_OK)
             kr_add(x, tmp, n * D);
     }
@@ -840,8 +827,5 @@ kr_status kr_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64_t n
     else
         s = kr_matmul(&m->lm_head, xn, rows, logits);
 done:
-    free(x);
-    free(xn);
-    free(tmp);
     return s;
 }

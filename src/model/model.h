@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "base/scratch.h"
 #include "base/status.h"
 #include "model/config.h"
 #include "weights/matrix.h"
@@ -76,6 +77,7 @@ typedef struct kr_model {
     bool binding_routed;           /* set while routed experts are bound, for the stats */
     char *dir;                     /* the model directory as given */
     struct kr_quant *quant;        /* NULL: the float32 reference path everywhere */
+    kr_scratch scratch;            /* the forward pass's working buffers (KR_SLOT_*), reused step to step */
     struct kr_gguf_set *gguf;      /* set when opened from a GGUF file (then st is unused) */
 } kr_model;
 
@@ -102,6 +104,8 @@ int64_t kr_model_expert_bytes_per_token(const kr_model *m);
 void kr_model_close(kr_model *m);
 
 kr_status kr_kv_cache_create(const kr_model *m, kr_kv_cache **out);
+/* Makes room for n positions now, so that no decode step up to n grows the cache (allocates). */
+kr_status kr_kv_cache_reserve(kr_kv_cache *kv, int64_t n);
 void kr_kv_cache_free(kr_kv_cache *kv);
 void kr_kv_cache_reset(kr_kv_cache *kv);
 int64_t kr_kv_cache_bytes_per_token(const kr_model *m);
@@ -111,6 +115,18 @@ int64_t kr_kv_cache_bytes_per_token(const kr_model *m);
 kr_status kr_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64_t n, bool all_positions, float *logits);
 
 /* ---- used by the family files ---- */
+
+/* Scratch slots of kr_forward (kr_model.scratch): the stack, the MoE layer, the float MLP, and
+ * KR_SLOT_ATTN .. KR_SLOT_ATTN + 7 for the attention of the family files. */
+enum {
+    KR_SLOT_X, KR_SLOT_XN, KR_SLOT_TMP,
+    KR_SLOT_MOE_LOGITS, KR_SLOT_MOE_SCRATCH, KR_SLOT_MOE_IDX, KR_SLOT_MOE_W, KR_SLOT_MOE_START,
+    KR_SLOT_MOE_SLOT_TOK, KR_SLOT_MOE_SLOT_W, KR_SLOT_MOE_XE, KR_SLOT_MOE_YE, KR_SLOT_MOE_FILL,
+    KR_SLOT_MLP_G, KR_SLOT_MLP_U,
+    KR_SLOT_ATTN
+};
+/* n floats of scratch slot `slot` of m (NULL when out of memory). */
+float *kr_model_scratch(kr_model *m, int slot, int64_t n);
 
 /* Binds name (prefix + name) as a [rows, cols] matrix; FP8 weights also bind "<name>_scale_inv". */
 kr_status kr_bind_matrix(kr_model *m, const char *name, int64_t rows, int64_t cols, kr_matrix *out);
