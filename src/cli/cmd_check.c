@@ -11,6 +11,7 @@
 #include "backend/cpu/isa.h"
 #include "backend/cpu/numa.h"
 #include "backend/cpu/threadpool.h"
+#include "cli/check_gpu.h"
 #include "cli/commands.h"
 #include "model/config.h"
 
@@ -167,6 +168,7 @@ int kr_cmd_check(int argc, char **argv) {
             line(need < 0.9 * (double)avail ? "ok" : "FAIL", "model experts", "%s: int%d experts need ~%.1f GB, %.1f GB available%s",
                  model, bits, need / 1e9, avail / 1e9, need < 0.9 * (double)avail ? "" : ": does not fit");
     }
+    kr_check_gpus(&n_warn, &n_fail);
     printf("verdict: %s (%d warning%s, %d failure%s)\n", n_fail ? "FAIL" : n_warn ? "ok with warnings" : "ok", n_warn,
            n_warn == 1 ? "" : "s", n_fail, n_fail == 1 ? "" : "s");
     return n_fail ? 1 : 0;

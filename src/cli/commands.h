@@ -13,6 +13,7 @@ int kr_cmd_template(int argc, char **argv);
 int kr_cmd_bench(int argc, char **argv);
 int kr_cmd_check(int argc, char **argv);
 int kr_cmd_serve(int argc, char **argv);
+int kr_cmd_plan(int argc, char **argv);
 
 /* Prints "krasis: <message>" for the current kr_error() to stderr and returns 1. */
 int kr_cli_fail(void);

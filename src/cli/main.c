@@ -20,6 +20,7 @@ static const struct {
     {"info", kr_cmd_info, "info MODEL                          family, shapes, parameters, memory"},
     {"bench", kr_cmd_bench, "bench (-m MODEL | --synthetic CONFIG.json) [--threads N] [--expert-bits 4|8] [--json]   decode/prefill speed vs roofline"},
     {"check", kr_cmd_check, "check [-m MODEL]                    system report: SIMD, cores, NUMA, THP, memory"},
+    {"plan", kr_cmd_plan, "plan (-m MODEL | --synthetic CONFIG.json) [--vram 16G] [--kv-dtype fp8|bf16]   VRAM plan for one GPU"},
     {"logits", kr_cmd_logits, "logits MODEL --ids 1,2,3 [--all-positions] --out FILE.npy   float32 logits"},
 };
 

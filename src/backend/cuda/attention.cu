@@ -44,9 +44,62 @@ __device__ __forceinline__ void st_act(void *p, kr_cuda_dtype dt, int64_t i, flo
 
 enum { SK_WARPS = 4, SK_HPW = 2, SK_HEADS = SK_WARPS * SK_HPW, SK_KT = 32 };
 
+/* One tile of SK_KT rows (keys tile .. tile + SK_KT - 1, zero past s1) into shared floats, row stride
+ * `stride`. vec: rows are 16-byte aligned and dim fills whole 16-byte chunks, so each thread issues up
+ * to 8 independent 16-byte loads before it converts any (the decode kernel is bound by these loads). */
+template <int DT>
+__device__ __forceinline__ void load_tile(float *S, int stride, const char *base, int64_t token_stride, int dim,
+                                          int64_t tile, int64_t s1, const float *scale, int64_t scale_stride,
+                                          int64_t head, int vec) {
+    constexpr int EL = DT == KR_CU_F32 ? 4 : DT == KR_CU_BF16 ? 2 : 1, EPC = 16 / EL, U = 8;
+    if (vec) {
+        const int cpr = dim / EPC, total = SK_KT * cpr;
+        for (int b0 = 0; b0 < total; b0 += U * (int)blockDim.x) {
+            uint4 buf[U];
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                int c = b0 + u * (int)blockDim.x + (int)threadIdx.x;
+                buf[u] = make_uint4(0, 0, 0, 0);
+                if (c < total) {
+                    int j = c / cpr;
+                    if (tile + j < s1)
+                        buf[u] = __ldg((const uint4 *)(base + ((tile + j) * token_stride + (int64_t)(c % cpr) * EPC) * EL));
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                int c = b0 + u * (int)blockDim.x + (int)threadIdx.x;
+                if (c >= total)
+                    break;
+                int j = c / cpr, d = (c % cpr) * EPC;
+                float sc = 1.0f;
+                if (DT == KR_CU_FP8 && tile + j < s1)
+                    sc = scale[(tile + j) * scale_stride + head];
+                float *dst = S + j * stride + d;
+                const unsigned char *raw = (const unsigned char *)&buf[u];
+#pragma unroll
+                for (int e = 0; e < EPC; e++)
+                    dst[e] = ld_el<DT>(raw, e) * sc;
+            }
+        }
+        return;
+    }
+    for (int i = threadIdx.x; i < SK_KT * dim; i += blockDim.x) {
+        int j = i / dim, d = i % dim;
+        int64_t key = tile + j;
+        float v = 0;
+        if (key < s1) {
+            v = ld_el<DT>(base, key * token_stride + d);
+            if (DT == KR_CU_FP8)
+                v *= scale[key * scale_stride + head];
+        }
+        S[j * stride + d] = v;
+    }
+}
+
 template <int DT, int NV>
 __global__ void __launch_bounds__(SK_WARPS * 32)
-    split_kernel(kr_cuda_attn a, int splits, int chunks, int alias, float *ws) {
+    split_kernel(kr_cuda_attn a, int splits, int chunks, int alias, int vec, float *ws) {
     extern __shared__ float sm[];
     const int qk = (int)a.qk_dim, vd = (int)a.v_dim, ks = qk + 1, vs = vd + 1;
     float *Ks = sm, *Vs = alias ? Ks : Ks + SK_KT * ks, *Qs = Vs + (alias ? SK_KT * ks : SK_KT * vs);
@@ -75,31 +128,12 @@ __global__ void __launch_bounds__(SK_WARPS * 32)
         for (int c = 0; c < NV; c++)
             o[hh][c] = 0;
     }
+    const int vstr = alias ? ks : vs; /* MLA: the value is the first vd floats of each key row */
     for (int64_t tile = s0; tile < s1; tile += SK_KT) {
         __syncthreads();
-        for (int i = tid; i < SK_KT * qk; i += blockDim.x) {
-            int j = i / qk, d = i % qk;
-            int64_t key = tile + j;
-            float v = 0;
-            if (key < s1) {
-                v = ld_el<DT>(kbase, key * a.k.token_stride + d);
-                if (DT == KR_CU_FP8)
-                    v *= a.k.scale[key * a.k.scale_stride + kvh];
-            }
-            Ks[j * ks + d] = v;
-        }
+        load_tile<DT>(Ks, ks, kbase, a.k.token_stride, qk, tile, s1, a.k.scale, a.k.scale_stride, kvh, vec);
         if (!alias)
-            for (int i = tid; i < SK_KT * vd; i += blockDim.x) {
-                int j = i / vd, d = i % vd;
-                int64_t key = tile + j;
-                float v = 0;
-                if (key < s1) {
-                    v = ld_el<DT>(vbase, key * a.v.token_stride + d);
-                    if (DT == KR_CU_FP8)
-                        v *= a.v.scale[key * a.v.scale_stride + kvh];
-                }
-                Vs[j * vs + d] = v;
-            }
+            load_tile<DT>(Vs, vs, vbase, a.v.token_stride, vd, tile, s1, a.v.scale, a.v.scale_stride, kvh, vec);
         __syncthreads();
         const int64_t key = tile + lane;
         const int nvalid = (int)min((int64_t)SK_KT, s1 - tile);
@@ -133,7 +167,7 @@ __global__ void __launch_bounds__(SK_WARPS * 32)
                 o[hh][c] *= corr;
             for (int j = 0; j < nvalid; j++) {
                 const float pj = __shfl_sync(0xffffffffu, p, j);
-                const float *vr = Vs + j * vs;
+                const float *vr = Vs + j * vstr;
 #pragma unroll
                 for (int c = 0; c < NV; c++)
                     if (lane + 32 * c < vd)
@@ -415,7 +449,7 @@ static int head_chunks(const kr_cuda_attn *a) {
 
 static int choose_splits(const kr_cuda_attn *a) {
     int64_t blocks = a->T * a->n_kv_heads * head_chunks(a);
-    int64_t want = (2 * (int64_t)sm_count() + blocks - 1) / blocks;
+    int64_t want = (4 * (int64_t)sm_count() + blocks - 1) / blocks;
     int64_t by_len = (a->pos0 + a->T + 255) / 256; /* at least 256 keys a split */
     int64_t s = want < by_len ? want : by_len;
     return (int)(s < 1 ? 1 : s > 64 ? 64 : s);
@@ -446,6 +480,14 @@ template <int DQK, int DV> static kr_status launch_flash(const kr_cuda_attn *a, 
     return KR_OK;
 }
 
+/* whether every K/V row the split kernel reads starts on 16 bytes and spans whole 16-byte chunks */
+static int vectorizable(const kr_cuda_attn *a, int dt) {
+    int64_t epc = 16 / (int64_t)kr_cuda_dtype_size((kr_cuda_dtype)dt);
+    return aligned16(a->k.ptr) && aligned16(a->v.ptr) && a->qk_dim % epc == 0 && a->v_dim % epc == 0 &&
+           a->k.token_stride % epc == 0 && a->k.head_stride % epc == 0 && a->v.token_stride % epc == 0 &&
+           a->v.head_stride % epc == 0;
+}
+
 template <int DT, int NV>
 static kr_status launch_split_nv(const kr_cuda_attn *a, int splits, float *ws, cudaStream_t s) {
     int alias = v_aliases_k(a);
@@ -461,7 +503,7 @@ static kr_status launch_split_nv(const kr_cuda_attn *a, int splits, float *ws, c
     KR_CU(cudaFuncSetAttribute(split_kernel<DT, NV>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     int chunks = head_chunks(a);
     dim3 grid((unsigned)splits, (unsigned)(a->n_kv_heads * chunks), (unsigned)a->T);
-    split_kernel<DT, NV><<<grid, SK_WARPS * 32, smem, s>>>(*a, splits, chunks, alias, ws);
+    split_kernel<DT, NV><<<grid, SK_WARPS * 32, smem, s>>>(*a, splits, chunks, alias, vectorizable(a, DT), ws);
     KR_CU_LAUNCHED("split-key attention");
     if (splits > 1) {
         combine_kernel<<<(unsigned)(a->T * a->n_heads), 128, 0, s>>>(*a, splits, ws);

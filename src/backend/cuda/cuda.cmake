@@ -24,11 +24,16 @@ target_include_directories(krasis_cuda PUBLIC ${PROJECT_SOURCE_DIR}/src ${PROJEC
 set_property(TARGET krasis_cuda PROPERTY COMPILE_OPTIONS "")
 # no fast-math: the kernels are checked against the float32 CPU reference (expf, cosf, sqrtf as written)
 target_compile_options(krasis_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall --expt-relaxed-constexpr -lineinfo>)
-set_target_properties(krasis_cuda PROPERTIES POSITION_INDEPENDENT_CODE ON CUDA_RESOLVE_DEVICE_SYMBOLS ON)
+# whole-program compilation (no -rdc): no device-link step, which would drag krasis_core into nvlink
+set_target_properties(krasis_cuda PROPERTIES POSITION_INDEPENDENT_CODE ON CUDA_RESOLVE_DEVICE_SYMBOLS OFF)
 target_link_libraries(krasis_cuda PUBLIC CUDA::cudart_static CUDA::cublasLt)
 target_compile_definitions(krasis_cuda PUBLIC KRASIS_HAVE_CUDA=1)
 # the two static libraries need each other (kr_fail lives in krasis_core); CMake repeats them on link lines
 target_link_libraries(krasis_cuda PRIVATE krasis_core)
 target_link_libraries(krasis_core PUBLIC krasis_cuda)
+
+# GPU attention benchmark (scripts/device/run.sh runs it on the device machine)
+add_executable(krasis_cuda_attention_bench ${PROJECT_SOURCE_DIR}/bench/cuda_attention_bench.c)
+target_link_libraries(krasis_cuda_attention_bench PRIVATE krasis_core)
 
 include(${CMAKE_CURRENT_LIST_DIR}/moe.cmake OPTIONAL)
