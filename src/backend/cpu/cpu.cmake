@@ -18,7 +18,14 @@ if(KR_CC_AVX2 AND CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   list(APPEND KRASIS_MODULE_SOURCES ${KR_CPU}/kernels_avx2.c)
   # only this file gets AVX2: the binary still starts on any x86-64, the dispatch table decides
   set_source_files_properties(${KR_CPU}/kernels_avx2.c PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma")
-  set_source_files_properties(${KR_CPU}/isa.c PROPERTIES COMPILE_DEFINITIONS "KRASIS_HAVE_AVX2=1")
+  set_property(SOURCE ${KR_CPU}/isa.c APPEND PROPERTY COMPILE_DEFINITIONS KRASIS_HAVE_AVX2=1)
+  check_c_compiler_flag("-mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni" KR_CC_AVX512)
+  if(KR_CC_AVX512)
+    list(APPEND KRASIS_MODULE_SOURCES ${KR_CPU}/kernels_avx512.c)
+    set_source_files_properties(${KR_CPU}/kernels_avx512.c PROPERTIES COMPILE_OPTIONS
+      "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx2;-mfma")
+    set_property(SOURCE ${KR_CPU}/isa.c APPEND PROPERTY COMPILE_DEFINITIONS KRASIS_HAVE_AVX512=1)
+  endif()
 endif()
 # libnuma is optional: without it (or on one node) NUMA placement is a no-op
 find_library(KR_NUMA_LIB numa)

@@ -20,8 +20,10 @@ int kr_cpu_has(kr_isa isa) {
     case KR_ISA_AVX2:
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case KR_ISA_AVX512:
+        /* the AVX-512 kernels are VNNI kernels: Skylake-X/Cascade Lake without it stay on AVX2 */
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl");
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vnni") && kr_cpu_has(KR_ISA_AVX2);
     case KR_ISA_AMX: {
         unsigned a, b, c, d;
         __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
@@ -69,8 +71,12 @@ static const kr_kernels *built(kr_isa isa) {
     case KR_ISA_AVX2:
         return &kr_kernels_avx2;
 #endif
+#ifdef KRASIS_HAVE_AVX512
+    case KR_ISA_AVX512:
+        return &kr_kernels_avx512;
+#endif
     default:
-        return NULL; /* AVX-512 and AMX kernels are not written yet */
+        return NULL; /* no AMX kernels: see docs/BENCHMARKS.md */
     }
 }
 

@@ -45,5 +45,6 @@ int kr_cpu_has_feature(const char *name);
 /* Per-level tables, defined in kernels_<level>.c. Only the levels this build compiles are declared. */
 extern const kr_kernels kr_kernels_scalar;
 extern const kr_kernels kr_kernels_avx2;
+extern const kr_kernels kr_kernels_avx512;
 
 #endif
