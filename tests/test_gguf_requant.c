@@ -1,5 +1,5 @@
 /* Exact re-encoding of GGUF blocks into krasis' INT4/INT8 layout (weights/ggml_requant.h):
- *   1. random Q4_0 / Q8_0 rows: the re-encoded krasis row dequantizes to exactly (bit for bit) what
+ *   1. random Q4_0 / Q8_0 / Q5_0 / IQ4_NL rows: the re-encoded krasis row dequantizes to exactly (bit for bit) what
  *      ggml's dequantization of the source gives; a Q8_0 -128 code is clamped to -127 and counted;
  *   2. end to end: a Q4_0-expert GGUF opened with the default QuantConfig builds an INT4 g32 expert
  *      cache (following the file, no flags) whose every gate/up/down row equals the GGUF's row exactly;
@@ -22,7 +22,7 @@ static uint16_t rand_f16_scale(void) { return (uint16_t)((0x1C00 + rand() % 0x18
 
 static void check_random_rows(uint32_t type, int bits) {
     enum { COLS = 256, BLOCKS = COLS / 32 };
-    size_t bb = type == KR_GGML_Q4_0 ? 18 : 34;
+    size_t bb = kr_ggml_info(type).block_bytes;
     uint8_t src[BLOCKS * 34];
     float want[COLS], got[COLS];
     kr_qmatrix q;
@@ -130,9 +130,12 @@ int main(void) {
     check_random_rows(KR_GGML_Q4_0, 4);
     check_random_rows(KR_GGML_Q4_0, 8);
     check_random_rows(KR_GGML_Q8_0, 8);
+    check_random_rows(KR_GGML_Q5_0, 8);
+    check_random_rows(KR_GGML_IQ4_NL, 8);
     CHECK(!kr_ggml_reencodes(KR_GGML_Q8_0, 4, 32) && !kr_ggml_reencodes(KR_GGML_Q4_K, 8, 32) &&
-              !kr_ggml_reencodes(KR_GGML_Q4_1, 4, 32),
-          "only Q4_0 -> INT4/INT8 g32 and Q8_0 -> INT8 g32 are exact");
+              !kr_ggml_reencodes(KR_GGML_Q4_1, 8, 32) && !kr_ggml_reencodes(KR_GGML_Q6_K, 8, 32) &&
+              !kr_ggml_reencodes(KR_GGML_Q5_0, 4, 32),
+          "only Q4_0 -> INT4/INT8 g32 and Q8_0 / Q5_0 / IQ4_NL -> INT8 g32 are exact");
     check_cache("qwen3_moe_q4_0", 4);
     check_cache("qwen3_moe_q8_0", 8);
     return test_summary("test_gguf_requant");

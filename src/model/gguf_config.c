@@ -130,7 +130,7 @@ static kr_status parse_moe(meta *c, kr_hparams *hp) {
 static kr_status parse_deepseek2(meta *c, kr_hparams *hp) {
     const char *path = kr_gguf_path(c->g);
     KR_TRY(get_int(c, "attention.kv_lora_rank", true, 1, &hp->kv_lora_rank));
-    KR_TRY(get_int(c, "attention.q_lora_rank", false, 1, &hp->q_lora_rank));
+    KR_TRY(get_int(c, "attention.q_lora_rank", false, 0, &hp->q_lora_rank)); /* 0: no q_lora (V2-Lite) */
     int64_t Dr = 0, kl = 0, vl = 0, kl_mla = 0, vl_mla = 0;
     KR_TRY(get_int(c, "rope.dimension_count", true, 2, &Dr));
     KR_TRY(get_int(c, "attention.key_length", true, 1, &kl));

@@ -2,10 +2,12 @@
  * its krasis layout so that nothing is lost where the layout allows it, and the mapping is printed once.
  *   Q4_0            -> INT4 g32, an exact re-encode (same code bytes, scale widened)
  *   Q8_0            -> INT8 g32, exact (a -128 code, never written by ggml, is clamped and reported)
- *   Q4_1, Q5_0/1, K-quants, IQ4_* -> INT8: dequantized rows requantized; INT8's 255 levels per group hold
+ *   Q5_0, IQ4_NL    -> INT8 g32, exact (codes fit int8, same scale)
+ *   Q4_1, Q5_1, K-quants, IQ4_XS -> INT8: dequantized rows requantized; INT8's 255 levels per group hold
  *                      their 16..64 levels with only INT8 rounding on top
  *   F32, F16, BF16  -> the configured bits (none by default: the float path, as loaded)
- * Routed and shared experts follow the file unless a flag sets their bits; explicit flags always win.
+ * Routed and shared experts follow the file unless a flag sets their bits, at group size 32 unless
+ * --group-size says otherwise; explicit flags always win.
  * Attention, dense MLP and lm_head keep the configured bits (default: dequantized per row as stored). */
 #include <stdio.h>
 #include <string.h>
@@ -36,10 +38,6 @@ static int bits_for(uint64_t types) {
     if (types == (1ull << KR_GGML_Q4_0))
         return 4;
     return 8;
-}
-
-static bool all_exact(uint64_t types) {
-    return types && !(types & ~((1ull << KR_GGML_Q4_0) | (1ull << KR_GGML_Q8_0)));
 }
 
 static void print_kind(const kind_types *k, int bits, int gs, bool followed) {
@@ -91,8 +89,10 @@ kr_status kr_gguf_quant_plan(const kr_model *m, const kr_quant_config *qc, kr_qu
         out->routed_bits = bits_for(routed);
     if (follow_shared)
         out->shared_bits = bits_for(k[3].types);
-    /* one group size per MoE layer (activations are quantized once): 32 keeps Q4_0 / Q8_0 exact */
-    if (!qc->group_size_given && ((follow_routed && all_exact(routed)) || (follow_shared && all_exact(k[3].types))))
+    /* One group size per MoE layer (activations are quantized once). 32 = ggml's block (and K-quant
+     * sub-block) size: Q4_0 / Q8_0 stay exact, and every other type's groups line up with its own scales,
+     * so INT8's rounding is all that is added. */
+    if (!qc->group_size_given && ((follow_routed && out->routed_bits) || (follow_shared && out->shared_bits)))
         out->group_size = 32;
     for (int i = 0; i < 3; i++)
         print_kind(&k[i], out->routed_bits, out->group_size, follow_routed);

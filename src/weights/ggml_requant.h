@@ -5,8 +5,12 @@
  *   Q4_0 -> INT8 g32: codes q - 8 as int8, same scale;
  *   Q8_0 -> INT8 g32: int8 codes copied, scale widened; krasis' INT8 range is [-127, 127], so a code
  *           of -128 (which ggml's quantizer never writes, but a file may hold) is clamped to -127 and
- *           counted: that one value moves by one scale step.
- * Everything else (Q4_1, Q5_x, K-quants, IQ4, and any other group size) goes through float rows. */
+ *           counted: that one value moves by one scale step;
+ *   Q5_0 -> INT8 g32: 5-bit codes q - 16 in [-16, 15] as int8, same scale;
+ *   IQ4_NL -> INT8 g32: the non-linear table's values (-127..113) as int8 codes, same scale.
+ * Everything else goes through float rows: Q4_1 / Q5_1 / Q4_K / Q5_K carry a per-block minimum (not
+ * symmetric), Q2_K / Q3_K / Q6_K / IQ4_XS have sub-block scales finer than 32 columns, and any group
+ * size other than 32 mixes blocks of different scales. */
 #ifndef KR_WEIGHTS_GGML_REQUANT_H
 #define KR_WEIGHTS_GGML_REQUANT_H
 
