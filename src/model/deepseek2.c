@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "backend/cpu/attention.h"
+#include "backend/cpu/threadpool.h"
 #include "backend/cpu/ops.h"
 #include "backend/cpu/rope.h"
 #include "base/json.h"
@@ -169,10 +170,72 @@ kr_status kr_deepseek2_bind_attention(kr_model *m, int l) {
 }
 
 /* Scratch of one attention call (model scratch slots), sized for T new positions over a window of up to
- * kv->cap tokens (the cache's capacity, so the scores buffer does not grow every step). */
+ * kv->cap tokens (the cache's capacity, so the scores buffer does not grow every step); row and scores
+ * have one stripe per pool worker. */
 typedef struct {
     float *q, *qa, *ckv, *qabs, *lat, *o, *row, *scores;
+    int64_t row_stride, scores_stride;
 } mla_scratch;
+
+typedef struct {
+    const kr_model *m;
+    const kr_layer *L;
+    const mla_scratch *s;
+    int64_t T, pos0;
+} mla_job;
+
+/* absorbed queries [Wk_b^T q_nope | RoPE(q_pe)] of the worker's heads; kv_b's k rows (or k_b's) are
+ * read once for all T */
+static void absorb_region(void *ctx, int w, int n) {
+    const mla_job *j = ctx;
+    const kr_hparams *hp = &j->m->hp;
+    const kr_layer *L = j->L;
+    const mla_scratch *s = j->s;
+    int64_t H = hp->n_heads, Dn = hp->qk_nope_dim, Dr = hp->qk_rope_dim, Dq = Dn + Dr, Dv = hp->v_head_dim;
+    int64_t C = hp->kv_lora_rank, W = C + Dr, T = j->T;
+    float *row = s->row + (size_t)w * (size_t)s->row_stride;
+    for (int64_t h = H * w / n; h < H * (w + 1) / n; h++) {
+        /* split k_b: row (h, c) is column c of Wk_b[h], so qabs[c] = k_b row . q_nope */
+        for (int64_t c = 0; L->k_b.rows && c < C; c++) {
+            kr_matrix_row(&L->k_b, h * C + c, row);
+            for (int64_t t = 0; t < T; t++)
+                s->qabs[(t * H + h) * W + c] = kr_dot(row, s->q + (t * H + h) * Dq, Dn);
+        }
+        for (int64_t d = 0; !L->k_b.rows && d < Dn; d++) {
+            kr_matrix_row(&L->kv_b, h * (Dn + Dv) + d, row);
+            for (int64_t t = 0; t < T; t++) {
+                float qd = s->q[(t * H + h) * Dq + d];
+                float *qa = s->qabs + (t * H + h) * W;
+                for (int64_t c = 0; c < C; c++)
+                    qa[c] += qd * row[c];
+            }
+        }
+        for (int64_t t = 0; t < T; t++) {
+            float *qa = s->qabs + (t * H + h) * W + C;
+            memcpy(qa, s->q + (t * H + h) * Dq + Dn, (size_t)Dr * sizeof(float));
+            kr_rope_apply(&hp->rope, j->m->inv_freq, qa, j->pos0 + t);
+        }
+    }
+}
+
+/* the attended latent of the worker's heads up-projected through Wv_b */
+static void value_region(void *ctx, int w, int n) {
+    const mla_job *j = ctx;
+    const kr_hparams *hp = &j->m->hp;
+    const kr_layer *L = j->L;
+    const mla_scratch *s = j->s;
+    int64_t H = hp->n_heads, Dn = hp->qk_nope_dim, Dv = hp->v_head_dim, C = hp->kv_lora_rank, T = j->T;
+    float *row = s->row + (size_t)w * (size_t)s->row_stride;
+    for (int64_t h = H * w / n; h < H * (w + 1) / n; h++)
+        for (int64_t d = 0; d < Dv; d++) {
+            if (L->v_b.rows)
+                kr_matrix_row(&L->v_b, h * Dv + d, row);
+            else
+                kr_matrix_row(&L->kv_b, h * (Dn + Dv) + Dn + d, row);
+            for (int64_t t = 0; t < T; t++)
+                s->o[(t * H + h) * Dv + d] = kr_dot(row, s->lat + (t * H + h) * C, C);
+        }
+}
 
 kr_status kr_deepseek2_attention(kr_model *m, int l, const float *x, int64_t T, kr_kv_cache *kv, float *out) {
     const kr_hparams *hp = &m->hp;
@@ -186,9 +249,12 @@ kr_status kr_deepseek2_attention(kr_model *m, int l, const float *x, int64_t T, 
         .qabs = kr_model_scratch(m, KR_SLOT_ATTN + 3, T * H * W),
         .lat = kr_model_scratch(m, KR_SLOT_ATTN + 4, T * H * C),
         .o = kr_model_scratch(m, KR_SLOT_ATTN + 5, T * H * Dv),
-        .row = kr_model_scratch(m, KR_SLOT_ATTN + 6, C > Dn ? C : Dn),
-        .scores = kr_model_scratch(m, KR_SLOT_ATTN + 7, kv->cap > ctx ? kv->cap : ctx),
+        .row_stride = C > Dn ? C : Dn,
+        .scores_stride = kv->cap > ctx ? kv->cap : ctx,
     };
+    int workers = kr_pool_threads();
+    s.row = kr_model_scratch(m, KR_SLOT_ATTN + 6, workers * s.row_stride);
+    s.scores = kr_model_scratch(m, KR_SLOT_ATTN + 7, workers * s.scores_stride);
     if (s.qabs)
         memset(s.qabs, 0, (size_t)(T * H * W) * sizeof(float));
     kr_status st = KR_OK;
@@ -225,46 +291,15 @@ kr_status kr_deepseek2_attention(kr_model *m, int l, const float *x, int64_t T, 
         kr_rope_apply(&hp->rope, m->inv_freq, row + C, pos0 + t);
     }
 
-    /* absorbed queries [Wk_b^T q_nope | RoPE(q_pe)]; kv_b's k rows (or k_b's) are read once for all T */
-    for (int64_t h = 0; h < H; h++) {
-        /* split k_b: row (h, c) is column c of Wk_b[h], so qabs[c] = k_b row . q_nope */
-        for (int64_t c = 0; L->k_b.rows && c < C; c++) {
-            kr_matrix_row(&L->k_b, h * C + c, s.row);
-            for (int64_t t = 0; t < T; t++)
-                s.qabs[(t * H + h) * W + c] = kr_dot(s.row, s.q + (t * H + h) * Dq, Dn);
-        }
-        for (int64_t d = 0; !L->k_b.rows && d < Dn; d++) {
-            kr_matrix_row(&L->kv_b, h * (Dn + Dv) + d, s.row);
-            for (int64_t t = 0; t < T; t++) {
-                float qd = s.q[(t * H + h) * Dq + d];
-                float *qa = s.qabs + (t * H + h) * W;
-                for (int64_t c = 0; c < C; c++)
-                    qa[c] += qd * s.row[c];
-            }
-        }
-        for (int64_t t = 0; t < T; t++) {
-            float *qa = s.qabs + (t * H + h) * W + C;
-            memcpy(qa, s.q + (t * H + h) * Dq + Dn, (size_t)Dr * sizeof(float));
-            kr_rope_apply(&hp->rope, m->inv_freq, qa, pos0 + t);
-        }
-    }
-
-    /* attention over the latent cache; values are the latent part of the same rows */
-    for (int64_t t = 0; t < T; t++)
-        for (int64_t h = 0; h < H; h++)
-            kr_attend(s.qabs + (t * H + h) * W, W, kv->k[l], W, kv->k[l], W, C, pos0 + t + 1, (float)hp->attn_scale,
-                      s.scores, s.lat + (t * H + h) * C);
-
-    /* up-project the attended latent through Wv_b, then o_proj */
-    for (int64_t h = 0; h < H; h++)
-        for (int64_t d = 0; d < Dv; d++) {
-            if (L->v_b.rows)
-                kr_matrix_row(&L->v_b, h * Dv + d, s.row);
-            else
-                kr_matrix_row(&L->kv_b, h * (Dn + Dv) + Dn + d, s.row);
-            for (int64_t t = 0; t < T; t++)
-                s.o[(t * H + h) * Dv + d] = kr_dot(s.row, s.lat + (t * H + h) * C, C);
-        }
+    /* absorbed queries, attention over the latent cache (values are the latent part of the same rows),
+     * and the up-projection of the attended latent: each split over the heads */
+    mla_job job = {m, L, &s, T, pos0};
+    kr_pool_run(absorb_region, &job);
+    kr_attention_batch b = {.q = s.qabs, .q_t = H * W, .q_h = W, .qk_dim = W, .k = kv->k[l], .v = kv->k[l],
+                            .k_stride = W, .v_stride = W, .v_dim = C, .T = T, .H = H, .group = 1, .pos0 = pos0,
+                            .scale = (float)hp->attn_scale, .out = s.lat, .o_t = H * C, .o_h = C};
+    kr_attend_batch(&b, s.scores, s.scores_stride);
+    kr_pool_run(value_region, &job);
     if ((st = kr_matmul(&L->o_proj, s.o, T, out)) != KR_OK)
         goto done;
     if (L->o_bias)

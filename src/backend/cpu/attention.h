@@ -10,4 +10,21 @@
 void kr_attend(const float *q, int64_t qk_dim, const float *k, int64_t k_stride, const float *v, int64_t v_stride,
                int64_t v_dim, int64_t n, float scale, float *scores, float *out);
 
+/* Every (position, head) query of an attention call, run in parallel over the thread pool. Query (t, h)
+ * is q + t * q_t + h * q_h; it reads keys k + (h / group) * k_head (rows k_stride apart) and values
+ * likewise, over the causal window of pos0 + t + 1 cached positions, and writes out + t * o_t + h * o_h.
+ * scores: kr_pool_threads() * scores_stride floats of scratch, scores_stride >= pos0 + T. */
+typedef struct {
+    const float *q;
+    int64_t q_t, q_h, qk_dim;
+    const float *k, *v;
+    int64_t k_stride, v_stride, k_head, v_head, v_dim;
+    int64_t T, H, group, pos0;
+    float scale;
+    float *out;
+    int64_t o_t, o_h;
+} kr_attention_batch;
+
+void kr_attend_batch(const kr_attention_batch *b, float *scores, int64_t scores_stride);
+
 #endif
