@@ -2,41 +2,15 @@
  * every allocator entry point of this binary is wrapped (-Wl,--wrap, see perf.cmake) and counted. After
  * a prompt and one warm-up step, 24 decode steps must not allocate at all, on the float32 reference
  * path and with every component quantized, for an MLA model (the demo model) and a GQA one. */
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "alloc_counter.h"
 #include "backend/cpu/threadpool.h"
 #include "model/model.h"
 #include "test.h"
 #include "tmpdir.h"
 
-static atomic_long n_alloc;
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t a, size_t b);
-void *__real_realloc(void *p, size_t n);
-void *__real_aligned_alloc(size_t a, size_t n);
-int __real_posix_memalign(void **p, size_t a, size_t n);
-void *__wrap_malloc(size_t n) {
-    atomic_fetch_add(&n_alloc, 1);
-    return __real_malloc(n);
-}
-void *__wrap_calloc(size_t a, size_t b) {
-    atomic_fetch_add(&n_alloc, 1);
-    return __real_calloc(a, b);
-}
-void *__wrap_realloc(void *p, size_t n) {
-    atomic_fetch_add(&n_alloc, 1);
-    return __real_realloc(p, n);
-}
-void *__wrap_aligned_alloc(size_t a, size_t n) {
-    atomic_fetch_add(&n_alloc, 1);
-    return __real_aligned_alloc(a, n);
-}
-int __wrap_posix_memalign(void **p, size_t a, size_t n) {
-    atomic_fetch_add(&n_alloc, 1);
-    return __real_posix_memalign(p, a, n);
-}
 
 enum { PROMPT = 8, STEPS = 24 };
 

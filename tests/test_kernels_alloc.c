@@ -1,30 +1,14 @@
-/* No allocation per token on the quantized CPU path: malloc/calloc/realloc of this binary are wrapped
- * (-Wl,--wrap, see perf.cmake) and counted; after one warm-up call, 200 decode-sized MoE forwards and
+/* No allocation per token on the quantized CPU path: the allocator entry points of this binary are wrapped
+ * (alloc_counter.h) and counted; after one warm-up call, 200 decode-sized MoE forwards and
  * quantized linear layers on 2 threads must not allocate at all. */
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "backend/cpu/moe.h"
 #include "backend/cpu/qlinear.h"
+#include "alloc_counter.h"
 #include "backend/cpu/threadpool.h"
 
-static atomic_long n_alloc;
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t a, size_t b);
-void *__real_realloc(void *p, size_t n);
-void *__wrap_malloc(size_t n) {
-    atomic_fetch_add(&n_alloc, 1);
-    return __real_malloc(n);
-}
-void *__wrap_calloc(size_t a, size_t b) {
-    atomic_fetch_add(&n_alloc, 1);
-    return __real_calloc(a, b);
-}
-void *__wrap_realloc(void *p, size_t n) {
-    atomic_fetch_add(&n_alloc, 1);
-    return __real_realloc(p, n);
-}
 
 static void make(kr_qmatrix *m, int64_t rows, int64_t cols) {
     kr_qmatrix_shape(m, rows, cols, 4, 32);
