@@ -3,7 +3,9 @@
  *      ggml's dequantization of the source gives; a Q8_0 -128 code is clamped to -127 and counted;
  *   2. end to end: a Q4_0-expert GGUF opened with the default QuantConfig builds an INT4 g32 expert
  *      cache (following the file, no flags) whose every gate/up/down row equals the GGUF's row exactly;
- *      the Q8_0 one an INT8 g32 cache, also exact. */
+ *      the Q8_0 one an INT8 g32 cache, also exact;
+ *   3. the expert cache is keyed by the GGUF's identity (a different file never reuses it). */
+#define _GNU_SOURCE /* memmem */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,6 +127,57 @@ static void check_cache(const char *variant, int bits) {
     rmdir(dir);
 }
 
+static kr_status quantize_into(const char *path, const char *dir, kr_model **m) {
+    KR_TRY(kr_model_open(path, m));
+    kr_quant_config qc = {.group_size = 128, .cache_dir = dir, .threads = 2};
+    return kr_model_quantize(*m, &qc);
+}
+
+/* 3. the cache key holds the GGUF's identity: a different file with the same shapes (here: one byte of
+ *    general.name changed) never loads the other's cache; it is rebuilt. */
+static void check_identity(void) {
+    char src[1024], dir[256], copy[512], cpath[512];
+    snprintf(src, sizeof src, "%s/tests/fixtures/gguf/qwen3_moe_q8_0/qwen3_moe_q8_0.gguf", KRASIS_SOURCE_DIR);
+    CHECK(test_tmpdir(dir, sizeof dir) != NULL, "tmpdir");
+    FILE *f = fopen(src, "rb");
+    CHECK(f != NULL, "%s", src);
+    if (!f)
+        return;
+    fseek(f, 0, SEEK_END);
+    size_t n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc(n);
+    CHECK(fread(b, 1, n, f) == n, "read");
+    fclose(f);
+    char *name = memmem(b, n, "qwen3_moe_q8_0", 14); /* general.name's value */
+    CHECK(name != NULL, "general.name");
+    if (name)
+        name[0] = 'Q';
+    snprintf(copy, sizeof copy, "%s/other.gguf", dir);
+    test_write(copy, b, n);
+    free(b);
+    kr_model *a = NULL, *c = NULL;
+    CHECK(quantize_into(src, dir, &a) == KR_OK, "%s", kr_error());
+    CHECK(quantize_into(copy, dir, &c) == KR_OK, "%s", kr_error());
+    if (a && c) {
+        CHECK(a->gguf->identity != c->gguf->identity, "the two files must have different identities");
+        int n_moe = 2;
+        kr_ecache_key ka = {8, 32, n_moe, 8, a->hp.hidden, a->hp.moe_intermediate, a->gguf->identity};
+        kr_ecache_key kc = ka;
+        kc.config_hash = c->gguf->identity;
+        kr_ecache_file_name(8, 32, cpath, sizeof cpath);
+        char p[600];
+        snprintf(p, sizeof p, "%s/%s", dir, cpath);
+        CHECK(kr_ecache_validate(p, &kc) == KR_OK, "the cache must now be the second file's: %s", kr_error());
+        CHECK(kr_ecache_validate(p, &ka) != KR_OK, "the first file's key must not load the second's cache");
+        unlink(p);
+    }
+    kr_model_close(a);
+    kr_model_close(c);
+    unlink(copy);
+    rmdir(dir);
+}
+
 int main(void) {
     srand(7);
     check_random_rows(KR_GGML_Q4_0, 4);
@@ -138,5 +191,6 @@ int main(void) {
           "only Q4_0 -> INT4/INT8 g32 and Q8_0 / Q5_0 / IQ4_NL -> INT8 g32 are exact");
     check_cache("qwen3_moe_q4_0", 4);
     check_cache("qwen3_moe_q8_0", 8);
+    check_identity();
     return test_summary("test_gguf_requant");
 }

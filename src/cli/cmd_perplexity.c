@@ -62,7 +62,7 @@ int kr_cmd_perplexity(int argc, char **argv) {
     int32_t *ids = NULL;
     float *logits = NULL;
     size_t n = 0, len = 0;
-    if (kr_model_open(o.model, &m) != KR_OK || kr_model_quantize(m, &o.quant) != KR_OK || kr_tokenizer_load(o.tokenizer ? o.tokenizer : o.model, &tok) != KR_OK ||
+    if (kr_model_open(o.model, &m) != KR_OK || kr_model_quantize(m, &o.quant) != KR_OK || kr_tokenizer_load(o.tokenizer ? o.tokenizer : kr_model_source(m), &tok) != KR_OK ||
         kr_kv_cache_create(m, &kv) != KR_OK || kr_read_file(o.file, &text, &len) != KR_OK ||
         kr_tokenizer_encode(tok, text, len, (kr_encode_options){.add_special = true}, &ids, &n) != KR_OK) {
         rc = kr_cli_fail();

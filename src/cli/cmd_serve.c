@@ -126,7 +126,7 @@ int kr_cmd_serve(int argc, char **argv) {
     int rc = 0;
     char *tsrc = NULL;
     if (kr_model_open(model, &m) != KR_OK || kr_model_quantize(m, &quant) != KR_OK ||
-        kr_tokenizer_load(tokenizer ? tokenizer : model, &tok) != KR_OK || kr_session_create(m, tok, ctx, &s) != KR_OK) {
+        kr_tokenizer_load(tokenizer ? tokenizer : kr_model_source(m), &tok) != KR_OK || kr_session_create(m, tok, ctx, &s) != KR_OK) {
         rc = kr_cli_fail();
         goto out;
     }

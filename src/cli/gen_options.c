@@ -153,7 +153,7 @@ int kr_gen_open(const kr_gen_options *o, kr_model **m, kr_tokenizer **tok, kr_se
     *m = NULL;
     *tok = NULL;
     *s = NULL;
-    if (kr_model_open(o->model, m) != KR_OK || kr_model_quantize(*m, &o->quant) != KR_OK || kr_tokenizer_load(o->tokenizer ? o->tokenizer : o->model, tok) != KR_OK ||
+    if (kr_model_open(o->model, m) != KR_OK || kr_model_quantize(*m, &o->quant) != KR_OK || kr_tokenizer_load(o->tokenizer ? o->tokenizer : kr_model_source(*m), tok) != KR_OK ||
         kr_session_create(*m, *tok, o->ctx, s) != KR_OK) {
         kr_gen_close(*m, *tok, *s);
         *m = NULL;

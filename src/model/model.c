@@ -233,6 +233,10 @@ kr_status kr_model_open(const char *dir, kr_model **out) {
     return KR_OK;
 }
 
+const char *kr_model_source(const kr_model *m) {
+    return m->gguf ? kr_gguf_path(kr_gguf_set_meta(m->gguf)) : m->dir;
+}
+
 static void free_layer(kr_layer *L) {
     float *owned[] = {L->input_norm, L->post_norm, L->q_a_norm, L->kv_a_norm, L->q_a_bias, L->kv_a_bias, L->bq,
                       L->bk,         L->bv,        L->q_norm,   L->k_norm,    L->o_bias,   L->router_bias};

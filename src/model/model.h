@@ -92,6 +92,9 @@ typedef struct kr_kv_cache {
 
 /* path: a Hugging Face model directory, or a GGUF file (detected by its magic; any shard of a split set). */
 kr_status kr_model_open(const char *dir, kr_model **out);
+/* Where the model's tokenizer and chat template are: the directory as given, or a GGUF's first shard
+ * (a split set's tokenizer.* keys are in shard 1 whichever shard was named). */
+const char *kr_model_source(const kr_model *m);
 /* Switches the components qc names to quantized kernels (building or mapping the expert cache).
  * A config with every *_bits 0 changes nothing. Call once, after kr_model_open. */
 kr_status kr_model_quantize(kr_model *m, const kr_quant_config *qc);

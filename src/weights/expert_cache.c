@@ -120,7 +120,7 @@ static kr_status bind(const kr_mapped_file *f, const kr_ecache_key *k, kr_qexper
                        want.bits, want.gs, want.n_layers, want.n_experts, (unsigned long long)want.hidden,
                        (unsigned long long)want.inter);
     if (h.config_hash != want.config_hash)
-        return kr_fail(KR_ERR_FORMAT, "%s: built from another config.json (hash %016llx, now %016llx)", p,
+        return kr_fail(KR_ERR_FORMAT, "%s: built from another config.json or GGUF file (hash %016llx, now %016llx)", p,
                        (unsigned long long)h.config_hash, (unsigned long long)want.config_hash);
     if (h.n_entries != want.n_entries || h.table_offset != want.table_offset || h.data_offset != want.data_offset)
         return kr_fail(KR_ERR_FORMAT, "%s: corrupt header (table layout)", p);
