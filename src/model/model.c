@@ -503,7 +503,7 @@ static kr_status cache_path(const kr_model *m, const kr_quant_config *qc, char *
         const char *home = getenv("HOME");
         if (!home || !*home)
             return kr_fail(KR_ERR_ARG, "HOME is not set: pass --cache-dir DIR for the expert cache");
-        const char *id = realpath(m->dir, real) ? real : m->dir;
+        const char *id = realpath(kr_model_source(m), real) ? real : kr_model_source(m); /* a split GGUF: its shard 1 */
         size_t len = strlen(id);
         while (len > 1 && id[len - 1] == '/')
             len--;
