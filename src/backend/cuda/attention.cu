@@ -42,12 +42,12 @@ __device__ __forceinline__ void st_act(void *p, kr_cuda_dtype dt, int64_t i, flo
 
 /* ---------------------------------------------------------------- split-key kernel */
 
-enum { SK_WARPS = 4, SK_HPW = 2, SK_HEADS = SK_WARPS * SK_HPW, SK_KT = 32 };
+enum { SK_WARPS = 4, SK_HPW = 2, SK_HEADS = SK_WARPS * SK_HPW, SK_KT = 32, SK_KTP = SK_KT + 1 };
 
 /* One tile of SK_KT rows (keys tile .. tile + SK_KT - 1, zero past s1) into shared floats, row stride
  * `stride`. vec: rows are 16-byte aligned and dim fills whole 16-byte chunks, so each thread issues up
  * to 8 independent 16-byte loads before it converts any (the decode kernel is bound by these loads). */
-template <int DT>
+template <int DT, bool TR>
 __device__ __forceinline__ void load_tile(float *S, int stride, const char *base, int64_t token_stride, int dim,
                                           int64_t tile, int64_t s1, const float *scale, int64_t scale_stride,
                                           int64_t head, int vec) {
@@ -75,11 +75,10 @@ __device__ __forceinline__ void load_tile(float *S, int stride, const char *base
                 float sc = 1.0f;
                 if (DT == KR_CU_FP8 && tile + j < s1)
                     sc = scale[(tile + j) * scale_stride + head];
-                float *dst = S + j * stride + d;
                 const unsigned char *raw = (const unsigned char *)&buf[u];
 #pragma unroll
                 for (int e = 0; e < EPC; e++)
-                    dst[e] = ld_el<DT>(raw, e) * sc;
+                    S[TR ? (d + e) * SK_KTP + j : j * stride + d + e] = ld_el<DT>(raw, e) * sc;
             }
         }
         return;
@@ -93,7 +92,7 @@ __device__ __forceinline__ void load_tile(float *S, int stride, const char *base
             if (DT == KR_CU_FP8)
                 v *= scale[key * scale_stride + head];
         }
-        S[j * stride + d] = v;
+        S[TR ? d * SK_KTP + j : j * stride + d] = v;
     }
 }
 
@@ -101,19 +100,25 @@ template <int DT, int NV>
 __global__ void __launch_bounds__(SK_WARPS * 32)
     split_kernel(kr_cuda_attn a, int splits, int chunks, int alias, int vec, float *ws) {
     extern __shared__ float sm[];
-    const int qk = (int)a.qk_dim, vd = (int)a.v_dim, ks = qk + 1, vs = vd + 1;
-    float *Ks = sm, *Vs = alias ? Ks : Ks + SK_KT * ks, *Qs = Vs + (alias ? SK_KT * ks : SK_KT * vs);
+    /* keys transposed (Kt[d][j], rows of SK_KTP: lane j reads its key's dims conflict-free and each warp
+     * reads a dim once for both its heads); values row-major; queries as float4-readable rows */
+    const int qk = (int)a.qk_dim, vd = (int)a.v_dim, vs = vd + 1;
+    float *Kt = sm, *Vs = Kt + qk * SK_KTP;
+    float *Qs = Vs + (alias ? 0 : SK_KT * vs);
+    Qs += (4 - ((Qs - sm) & 3)) & 3;
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int split = blockIdx.x, kvh = blockIdx.y / chunks, chunk = blockIdx.y % chunks;
     const int64_t t = blockIdx.z;
     const int G = (int)(a.n_heads / a.n_kv_heads), h0 = kvh * G + chunk * SK_HEADS;
     const int nh = min(SK_HEADS, G - chunk * SK_HEADS);
+    const int hl0 = warp * SK_HPW, nmine = max(0, min(SK_HPW, nh - hl0)); /* this warp's heads */
     const int64_t n = a.pos0 + t + 1;
     const int64_t per = ((n + splits - 1) / splits + SK_KT - 1) / SK_KT * SK_KT;
     const int64_t s0 = split * per, s1 = min(n, s0 + per);
 
-    for (int i = tid; i < nh * qk; i += blockDim.x)
-        Qs[i] = ld_act(a.q.ptr, a.q.dt, t * a.q.token_stride + (int64_t)(h0 + i / qk) * a.q.head_stride + i % qk);
+    for (int i = tid; i < SK_HEADS * qk; i += blockDim.x) /* rows past nh are zero: finite, discarded scores */
+        Qs[i] = i / qk < nh ? ld_act(a.q.ptr, a.q.dt, t * a.q.token_stride + (int64_t)(h0 + i / qk) * a.q.head_stride + i % qk)
+                            : 0.0f;
     const char *kbase = (const char *)a.k.ptr, *vbase = (const char *)a.v.ptr;
     const size_t el = DT == KR_CU_F32 ? 4 : DT == KR_CU_BF16 ? 2 : 1;
     kbase += (size_t)kvh * a.k.head_stride * el;
@@ -128,50 +133,67 @@ __global__ void __launch_bounds__(SK_WARPS * 32)
         for (int c = 0; c < NV; c++)
             o[hh][c] = 0;
     }
-    const int vstr = alias ? ks : vs; /* MLA: the value is the first vd floats of each key row */
+    const bool q4 = (qk & 3) == 0;
     for (int64_t tile = s0; tile < s1; tile += SK_KT) {
         __syncthreads();
-        load_tile<DT>(Ks, ks, kbase, a.k.token_stride, qk, tile, s1, a.k.scale, a.k.scale_stride, kvh, vec);
+        load_tile<DT, true>(Kt, 0, kbase, a.k.token_stride, qk, tile, s1, a.k.scale, a.k.scale_stride, kvh, vec);
         if (!alias)
-            load_tile<DT>(Vs, vs, vbase, a.v.token_stride, vd, tile, s1, a.v.scale, a.v.scale_stride, kvh, vec);
+            load_tile<DT, false>(Vs, vs, vbase, a.v.token_stride, vd, tile, s1, a.v.scale, a.v.scale_stride, kvh, vec);
         __syncthreads();
+        if (nmine == 0)
+            continue; /* the same for the whole warp; the barriers above are still met */
         const int64_t key = tile + lane;
         const int nvalid = (int)min((int64_t)SK_KT, s1 - tile);
+        float acc[SK_HPW];
+#pragma unroll
+        for (int hh = 0; hh < SK_HPW; hh++)
+            acc[hh] = 0;
+        const float *kc = Kt + lane;
+        int d = 0;
+        if (q4)
+            for (; d + 4 <= qk; d += 4) {
+                const float k0 = kc[d * SK_KTP], k1 = kc[(d + 1) * SK_KTP], k2 = kc[(d + 2) * SK_KTP],
+                            k3 = kc[(d + 3) * SK_KTP];
+#pragma unroll
+                for (int hh = 0; hh < SK_HPW; hh++) {
+                    const float4 q = *(const float4 *)(Qs + (hl0 + hh) * qk + d);
+                    acc[hh] += (q.x * k0 + q.y * k1) + (q.z * k2 + q.w * k3);
+                }
+            }
+        for (; d < qk; d++) {
+            const float k = kc[d * SK_KTP];
+#pragma unroll
+            for (int hh = 0; hh < SK_HPW; hh++)
+                acc[hh] += Qs[(hl0 + hh) * qk + d] * k;
+        }
+        float p[SK_HPW];
 #pragma unroll
         for (int hh = 0; hh < SK_HPW; hh++) {
-            const int hl = warp * SK_HPW + hh;
-            if (hl >= nh)
-                break; /* the same for the whole warp */
-            const float *q = Qs + hl * qk, *kr = Ks + lane * ks;
-            float sc = -INFINITY;
-            if (key < s1) {
-                float d0 = 0, d1 = 0, d2 = 0, d3 = 0;
-                int i = 0;
-                for (; i + 4 <= qk; i += 4) {
-                    d0 += q[i] * kr[i];
-                    d1 += q[i + 1] * kr[i + 1];
-                    d2 += q[i + 2] * kr[i + 2];
-                    d3 += q[i + 3] * kr[i + 3];
-                }
-                for (; i < qk; i++)
-                    d0 += q[i] * kr[i];
-                sc = a.scale * ((d0 + d1) + (d2 + d3));
-            }
+            const float sc = key < s1 ? a.scale * acc[hh] : -INFINITY;
             const float mnew = fmaxf(m[hh], kr_warp_max(sc)); /* finite: the tile has a valid key */
             const float corr = expf(m[hh] - mnew);
-            const float p = key < s1 ? expf(sc - mnew) : 0.0f;
-            l[hh] = l[hh] * corr + kr_warp_sum(p);
+            p[hh] = key < s1 ? expf(sc - mnew) : 0.0f;
+            l[hh] = l[hh] * corr + kr_warp_sum(p[hh]);
             m[hh] = mnew;
 #pragma unroll
             for (int c = 0; c < NV; c++)
                 o[hh][c] *= corr;
-            for (int j = 0; j < nvalid; j++) {
-                const float pj = __shfl_sync(0xffffffffu, p, j);
-                const float *vr = Vs + j * vstr;
+        }
+        for (int j = 0; j < nvalid; j++) {
+            float pj[SK_HPW];
 #pragma unroll
-                for (int c = 0; c < NV; c++)
-                    if (lane + 32 * c < vd)
-                        o[hh][c] += pj * vr[lane + 32 * c];
+            for (int hh = 0; hh < SK_HPW; hh++)
+                pj[hh] = __shfl_sync(0xffffffffu, p[hh], j);
+#pragma unroll
+            for (int c = 0; c < NV; c++) {
+                const int dv = lane + 32 * c;
+                if (dv < vd) {
+                    /* MLA: the value is the key row's first vd dims, read from the transposed tile */
+                    const float v = alias ? Kt[dv * SK_KTP + j] : Vs[j * vs + dv];
+#pragma unroll
+                    for (int hh = 0; hh < SK_HPW; hh++)
+                        o[hh][c] += pj[hh] * v;
+                }
             }
         }
     }
@@ -202,27 +224,52 @@ __global__ void __launch_bounds__(SK_WARPS * 32)
     }
 }
 
-/* merges the splits of one (token, head): weights exp(m_s - max m) */
+/* block-wide reduction (max or sum) of one float per thread; every thread gets the result */
+template <bool MAX> __device__ float block_reduce(float v, float *red) {
+    v = MAX ? kr_warp_max(v) : kr_warp_sum(v);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+    __syncthreads(); /* red may still be read from a previous call */
+    if (lane == 0)
+        red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : (MAX ? -INFINITY : 0.0f);
+    return MAX ? kr_warp_max(v) : kr_warp_sum(v);
+}
+
+/* merges the splits of one (token, head): weights exp(m_s - max m), computed once per split into shared
+ * memory; the output dims then sum over the splits with independent (pipelined) loads */
 __global__ void combine_kernel(kr_cuda_attn a, int splits, const float *ws) {
+    extern __shared__ float wgt[]; /* [splits + 4]: the compiler may read the remainder loop's tail as one vector */
+    __shared__ float red[32];
     const int64_t th = blockIdx.x, t = th / a.n_heads, h = th % a.n_heads;
-    const int vd = (int)a.v_dim;
-    const float *w = ws + th * splits * (int64_t)(vd + 2);
+    const int vd = (int)a.v_dim, st = vd + 2;
+    const float *w = ws + th * splits * (int64_t)st;
     float mx = -INFINITY;
-    for (int s = 0; s < splits; s++)
-        mx = fmaxf(mx, w[s * (vd + 2)]);
+    for (int s = threadIdx.x; s < splits; s += blockDim.x)
+        mx = fmaxf(mx, w[s * st]);
+    mx = block_reduce<true>(mx, red);
     float L = 0;
-    for (int s = 0; s < splits; s++) {
-        float ms = w[s * (vd + 2)];
-        L += ms == -INFINITY ? 0.0f : w[s * (vd + 2) + 1] * expf(ms - mx);
+    for (int s = threadIdx.x; s < splits; s += blockDim.x) {
+        const float ms = w[s * st], e = ms == -INFINITY ? 0.0f : expf(ms - mx);
+        wgt[s] = e;
+        L += e * w[s * st + 1];
     }
+    if (threadIdx.x < 4)
+        wgt[splits + threadIdx.x] = 0;
+    L = block_reduce<false>(L, red); /* its barriers also publish wgt */
     for (int d = threadIdx.x; d < vd; d += blockDim.x) {
-        float acc = 0;
-        for (int s = 0; s < splits; s++) {
-            float ms = w[s * (vd + 2)];
-            if (ms != -INFINITY)
-                acc += w[s * (vd + 2) + 2 + d] * expf(ms - mx);
+        float a0 = 0, a1 = 0, a2 = 0, a3 = 0; /* four independent chains: four loads in flight */
+        int s = 0;
+        for (; s + 4 <= splits; s += 4) {
+            a0 += w[s * st + 2 + d] * wgt[s];
+            a1 += w[(s + 1) * st + 2 + d] * wgt[s + 1];
+            a2 += w[(s + 2) * st + 2 + d] * wgt[s + 2];
+            a3 += w[(s + 3) * st + 2 + d] * wgt[s + 3];
         }
-        st_act((void *)a.out.ptr, a.out.dt, t * a.out.token_stride + h * a.out.head_stride + d, acc / L);
+        for (; s < splits; s++)
+            a0 += w[s * st + 2 + d] * wgt[s];
+        st_act((void *)a.out.ptr, a.out.dt, t * a.out.token_stride + h * a.out.head_stride + d,
+               ((a0 + a1) + (a2 + a3)) / L);
     }
 }
 
@@ -435,11 +482,36 @@ static int flash_variant(const kr_cuda_attn *a) {
     return 0;
 }
 
-static int sm_count(void) {
+/* Device attributes, read once per device: a decode step calls attention once per layer, and the
+ * attribute queries would otherwise sit between the GPU's kernels. (A cache of read-only facts.) */
+enum { MAX_DEVICES = 64 };
+static int cached_sms[MAX_DEVICES], cached_optin[MAX_DEVICES];
+
+static int device_attr(int *cache, cudaDeviceAttr attr) {
     int dev = 0, n = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-        return 1;
+    if (cudaGetDevice(&dev) != cudaSuccess)
+        return 0;
+    if (dev < MAX_DEVICES && cache[dev])
+        return cache[dev];
+    if (cudaDeviceGetAttribute(&n, attr, dev) != cudaSuccess)
+        return 0;
+    if (dev < MAX_DEVICES)
+        cache[dev] = n;
     return n;
+}
+
+static int sm_count(void) {
+    int n = device_attr(cached_sms, cudaDevAttrMultiProcessorCount);
+    return n > 0 ? n : 1;
+}
+
+/* raises a kernel's dynamic shared-memory limit only when a launch needs more than it was given */
+template <typename K> static kr_status ensure_smem(K kernel, size_t bytes, int *given) {
+    if ((int)bytes <= *given || bytes <= 48 * 1024)
+        return KR_OK;
+    KR_CU(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    *given = (int)bytes;
+    return KR_OK;
 }
 
 static int head_chunks(const kr_cuda_attn *a) {
@@ -449,10 +521,10 @@ static int head_chunks(const kr_cuda_attn *a) {
 
 static int choose_splits(const kr_cuda_attn *a) {
     int64_t blocks = a->T * a->n_kv_heads * head_chunks(a);
-    int64_t want = (4 * (int64_t)sm_count() + blocks - 1) / blocks;
-    int64_t by_len = (a->pos0 + a->T + 255) / 256; /* at least 256 keys a split */
+    int64_t want = (8 * (int64_t)sm_count() + blocks - 1) / blocks;
+    int64_t by_len = (a->pos0 + a->T + 127) / 128; /* at least 128 keys a split */
     int64_t s = want < by_len ? want : by_len;
-    return (int)(s < 1 ? 1 : s > 64 ? 64 : s);
+    return (int)(s < 1 ? 1 : s > 256 ? 256 : s);
 }
 
 static bool v_aliases_k(const kr_cuda_attn *a) {
@@ -473,7 +545,8 @@ extern "C" size_t kr_cuda_attention_ws_bytes(const kr_cuda_attn *a) {
 
 template <int DQK, int DV> static kr_status launch_flash(const kr_cuda_attn *a, cudaStream_t s) {
     constexpr size_t smem = flash_smem<DQK, DV>();
-    KR_CU(cudaFuncSetAttribute(flash_kernel<DQK, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    static int given; /* per instantiation (one process-wide value for all devices: the same chip kind) */
+    KR_TRY(ensure_smem(flash_kernel<DQK, DV>, smem, &given));
     dim3 grid((unsigned)((a->T + FA_BM - 1) / FA_BM), (unsigned)a->n_heads);
     flash_kernel<DQK, DV><<<grid, FA_THREADS, smem, s>>>(*a);
     KR_CU_LAUNCHED("flash attention");
@@ -492,21 +565,20 @@ template <int DT, int NV>
 static kr_status launch_split_nv(const kr_cuda_attn *a, int splits, float *ws, cudaStream_t s) {
     int alias = v_aliases_k(a);
     int qk = (int)a->qk_dim, vd = (int)a->v_dim;
-    size_t smem = ((size_t)SK_KT * (qk + 1) + (alias ? 0 : (size_t)SK_KT * (vd + 1)) + (size_t)SK_HEADS * qk) * sizeof(float);
-    int dev = 0, optin = 0;
-    KR_CU(cudaGetDevice(&dev));
-    KR_CU(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    size_t smem = ((size_t)qk * SK_KTP + (alias ? 0 : (size_t)SK_KT * (vd + 1)) + 3 + (size_t)SK_HEADS * qk) * sizeof(float);
+    int optin = device_attr(cached_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin);
     if (smem > (size_t)optin)
         return kr_fail(KR_ERR_UNSUPPORTED,
                        "attention with qk_dim %d, v_dim %d needs %zu bytes of shared memory a block; this GPU allows %d",
                        qk, vd, smem, optin);
-    KR_CU(cudaFuncSetAttribute(split_kernel<DT, NV>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    static int given;
+    KR_TRY(ensure_smem(split_kernel<DT, NV>, smem, &given));
     int chunks = head_chunks(a);
     dim3 grid((unsigned)splits, (unsigned)(a->n_kv_heads * chunks), (unsigned)a->T);
     split_kernel<DT, NV><<<grid, SK_WARPS * 32, smem, s>>>(*a, splits, chunks, alias, vectorizable(a, DT), ws);
     KR_CU_LAUNCHED("split-key attention");
     if (splits > 1) {
-        combine_kernel<<<(unsigned)(a->T * a->n_heads), 128, 0, s>>>(*a, splits, ws);
+        combine_kernel<<<(unsigned)(a->T * a->n_heads), 128, (size_t)(splits + 4) * sizeof(float), s>>>(*a, splits, ws);
         KR_CU_LAUNCHED("attention combine");
     }
     return KR_OK;
