@@ -1,6 +1,6 @@
 /* The VRAM planner (backend/cuda/vram_plan.c): component sizes re-derived by hand from the configs,
  * KV bytes per token, the expert-mode choice and its budget invariant, refusal when nothing fits,
- * --vram parsing, and `krasis plan`'s exit codes and messages. Needs no GPU. */
+ * --vram parsing, `krasis plan`'s exit codes and messages, and the GPU line of `krasis check`. Needs no GPU. */
 #include <jansson.h>
 #include <sys/wait.h>
 
@@ -127,6 +127,18 @@ int main(int argc, char **argv) {
         snprintf(args, sizeof args, "--synthetic /nonexistent/config.json --vram 16G");
         CHECK(run_cli(argv[1], args, out, sizeof out) == 1 && strstr(out, "/nonexistent/config.json"),
               "a missing config is named: %s", out);
+    }
+    if (argc > 1) { /* krasis check reports the GPU side: a device line, or the "no GPU" verdict */
+        char cmd[1100], out[16384];
+        snprintf(cmd, sizeof cmd, "%s check 2>&1", argv[1]);
+        FILE *f = popen(cmd, "r");
+        size_t got = f ? fread(out, 1, sizeof out - 1, f) : 0;
+        out[got] = 0;
+        if (f)
+            pclose(f);
+        CHECK(strstr(out, "] GPU ") != NULL, "krasis check has a GPU line: %s", out);
+        CHECK(strstr(out, "no GPU") || strstr(out, "compute capability") || strstr(out, "without CUDA"),
+              "and says what it found: %s", out);
     }
     return test_summary("test_vram_plan");
 }
