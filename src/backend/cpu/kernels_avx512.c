@@ -50,6 +50,10 @@ static inline float corr_dot(const float *sw, const float *c, int64_t groups) {
     return _mm512_reduce_add_ps(acc);
 }
 
+/* How far ahead the weight stream is prefetched, in rows: decode reads every row once, and one core
+ * needs several KiB in flight to keep up with memory (the AVX2 kernels stream 4 rows ahead too). */
+#define PF_ROWS 4
+
 /* Row r against NT tokens (1 to KR_TILE_TOKENS): y[t * ys] for t < NT. BITS and NB (= gs / 32) are
  * compile-time constants in every caller. */
 static inline __attribute__((always_inline)) void row_k(const kr_qmatrix *w, int64_t r, const kr_qvec *a, int NT,
@@ -60,12 +64,16 @@ static inline __attribute__((always_inline)) void row_k(const kr_qmatrix *w, int
     __m512 acc[KR_TILE_TOKENS];
     for (int t = 0; t < NT; t++)
         acc[t] = _mm512_setzero_ps();
+    const uint8_t *pf = wq + PF_ROWS * w->row_bytes;
+    for (int64_t o = 0; o < G * (int64_t)sizeof(float); o += 64)
+        _mm_prefetch((const char *)(sw + PF_ROWS * G) + o, _MM_HINT_T0);
     if (NB == 1) {
         /* 64 columns = two groups: lanes 0-7 hold group g's sums, lanes 8-15 group g + 1's */
         int64_t g = 0;
         for (; g + 2 <= G; g += 2) {
             const uint8_t *p = wq + g * gbytes;
-            _mm_prefetch((const char *)p + w->row_bytes, _MM_HINT_T0); /* the next row, one line ahead */
+            if (((g * gbytes) & 63) == 0)
+                _mm_prefetch((const char *)pf + g * gbytes, _MM_HINT_T0);
             __m512i wv = BITS == 4 ? unpack64(p) : _mm512_loadu_si512((const void *)p);
             for (int t = 0; t < NT; t++) {
                 __m512i d = dot64(_mm512_setzero_si512(), wv, _mm512_loadu_si512((const void *)(a[t].q + g * 32)), BITS);
@@ -88,7 +96,7 @@ static inline __attribute__((always_inline)) void row_k(const kr_qmatrix *w, int
         for (int64_t g = 0; g < G; g++) {
             const uint8_t *p = wq + g * gbytes;
             for (int64_t o = 0; o < gbytes; o += 64)
-                _mm_prefetch((const char *)p + w->row_bytes + o, _MM_HINT_T0);
+                _mm_prefetch((const char *)pf + g * gbytes + o, _MM_HINT_T0);
             __m512i wv[2];
             for (int c = 0; c < NB / 2; c++)
                 wv[c] = BITS == 4 ? unpack64(p + 32 * c) : _mm512_loadu_si512((const void *)(p + 64 * c));
@@ -141,13 +149,8 @@ static void quantize_act(const float *x, int64_t n, int gs, int8_t *q, float *s,
     kr_kernels_avx2.quantize_act(x, n, gs, q, s, c);
 }
 
-static uint64_t read_sum(const uint8_t *p, size_t n) {
-    __m512i a0 = _mm512_setzero_si512(), a1 = a0;
-    for (size_t i = 0; i < n; i += 128) {
-        a0 = _mm512_add_epi64(a0, _mm512_load_si512((const void *)(p + i)));
-        a1 = _mm512_add_epi64(a1, _mm512_load_si512((const void *)(p + i + 64)));
-    }
-    return (uint64_t)_mm512_reduce_add_epi64(_mm512_add_epi64(a0, a1));
-}
+/* The bandwidth probe measures memory, not SIMD width: the AVX2 one, so both levels' rooflines are
+ * against the same number. */
+static uint64_t read_sum(const uint8_t *p, size_t n) { return kr_kernels_avx2.read_sum(p, n); }
 
 const kr_kernels kr_kernels_avx512 = {KR_ISA_AVX512, "avx512", quantize_act, rows_dot, tile_dot, read_sum};
