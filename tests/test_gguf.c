@@ -87,6 +87,38 @@ static size_t info_field(const char *src, const char *name, int n_dims, int fiel
     return field == 0 ? at + 4 : field == 1 ? at + 4 + 8 * (size_t)n_dims : at + 4 + 8 * (size_t)n_dims + 4;
 }
 
+/* uint64 values past INT64_MAX: a scalar is refused by the integer getters, an array element saturates */
+static void test_big_uint64(const char *dir) {
+    unsigned char b[256];
+    size_t n = 0;
+#define PUT(v) (memcpy(b + n, &(v), sizeof(v)), n += sizeof(v))
+    uint32_t version = 3, t_u64 = KR_GGUF_UINT64, t_arr = KR_GGUF_ARRAY;
+    uint64_t n_tensors = 0, n_kv = 2, len_big = 3, len_arr = 3, count = 2;
+    uint64_t big = (1ull << 63) + 5, one = 1, max = UINT64_MAX;
+    memcpy(b, "GGUF", 4);
+    n = 4;
+    PUT(version), PUT(n_tensors), PUT(n_kv);
+    PUT(len_big), memcpy(b + n, "big", 3), n += 3, PUT(t_u64), PUT(big);
+    PUT(len_arr), memcpy(b + n, "arr", 3), n += 3, PUT(t_arr), PUT(t_u64), PUT(count), PUT(one), PUT(max);
+#undef PUT
+    char path[600];
+    snprintf(path, sizeof path, "%s/big.gguf", dir);
+    test_write(path, b, n);
+    kr_gguf *g;
+    CHECK(kr_gguf_open(path, &g) == KR_OK, "big uint64 file: %s", kr_error());
+    if (!g)
+        return;
+    int64_t v = 0;
+    CHECK(kr_gguf_req_int(g, "big", &v) == KR_ERR_FORMAT, "uint64 2^63 + 5 read as an int64");
+    CHECK(strstr(kr_error(), "'big'") != NULL, "message names the key: %s", kr_error());
+    const kr_gguf_kv *arr;
+    CHECK(kr_gguf_req_array(g, "arr", KR_GGUF_UINT64, &arr) == KR_OK, "uint64 array: %s", kr_error());
+    if (arr)
+        CHECK(kr_gguf_arr_int(arr, 0) == 1 && kr_gguf_arr_int(arr, 1) == INT64_MAX, "elements %lld, %lld",
+              (long long)kr_gguf_arr_int(arr, 0), (long long)kr_gguf_arr_int(arr, 1));
+    kr_gguf_close(g);
+}
+
 int main(void) {
     char src[1024];
     test_path("tests/reference/gguf/tiny.gguf", src, sizeof src);
@@ -136,6 +168,7 @@ int main(void) {
     uint32_t dims9 = 9;
     expect_error("too many dimensions", broken_copy(dir, src, info_field(src, "output_norm.weight", 1, 0) - 4, &dims9, 4, 0),
                  "has 9 dimensions");
+    test_big_uint64(dir);
     test_rmtree(dir);
     return test_summary("test_gguf");
 }

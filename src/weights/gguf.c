@@ -307,7 +307,12 @@ static bool load_int(kr_gguf_type t, const uint8_t *p, int64_t *out) {
     case KR_GGUF_UINT32: { uint32_t v; memcpy(&v, p, 4); *out = v; return true; }
     case KR_GGUF_INT32: { int32_t v; memcpy(&v, p, 4); *out = v; return true; }
     case KR_GGUF_INT64: { int64_t v; memcpy(&v, p, 8); *out = v; return true; }
-    case KR_GGUF_UINT64: { uint64_t v; memcpy(&v, p, 8); *out = (int64_t)v; return v <= INT64_MAX; }
+    case KR_GGUF_UINT64: { /* saturated (and reported false) past INT64_MAX, never wrapped negative */
+        uint64_t v;
+        memcpy(&v, p, 8);
+        *out = v <= INT64_MAX ? (int64_t)v : INT64_MAX;
+        return v <= INT64_MAX;
+    }
     default: return false;
     }
 }

@@ -91,7 +91,8 @@ const kr_gguf_tensor *kr_gguf_find_tensor(const kr_gguf *g, const char *name); /
 
 /* Element i of an array (i < kv->n is the caller's to check: programmer error otherwise). */
 kr_gguf_str kr_gguf_arr_str(const kr_gguf_kv *kv, uint64_t i);
-int64_t kr_gguf_arr_int(const kr_gguf_kv *kv, uint64_t i);   /* integer or bool element types */
+/* integer or bool element types; a uint64 element past INT64_MAX reads as INT64_MAX */
+int64_t kr_gguf_arr_int(const kr_gguf_kv *kv, uint64_t i);
 double kr_gguf_arr_num(const kr_gguf_kv *kv, uint64_t i);    /* float or integer element types */
 
 #endif
