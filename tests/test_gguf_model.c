@@ -8,7 +8,8 @@
  *       that bounds what the rounding itself moves: F16 1e-2 (weights carry 2^-11 relative error,
  *       observed 1.3e-3..1.4e-3), Q8_0 experts 2e-2 (observed 5.0e-3), Q4_0 experts 0.15 (4-bit codes:
  *       ~7% relative weight error, observed 8.4e-2 after the decode steps). BF16/F32 variants hold the fixture's own values: (a) is (b).
- * Also: split k_b/v_b, legacy kv_b, a 2-shard set and MTP blocks skipped all go through here. */
+ * Also: split k_b/v_b, legacy kv_b, a 2-shard set (with the converter's fused ffn_gate_up_exps and attn_qkv
+ * weight + bias) and MTP blocks skipped all go through here. */
 #include <math.h>
 
 #include "base/json.h"

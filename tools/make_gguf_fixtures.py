@@ -55,9 +55,11 @@ VARIANTS = {
                        "qwen3moe with ffn_*_exps in Q8_0 (gguf.quants), other weights F16, norms/router F32"),
     "qwen3_moe_q4_0": ("qwen3_moe", "qwen3moe", QT.F16, QT.Q4_0, None, 1, "Qwen3MoeForCausalLM",
                        "qwen3moe with ffn_*_exps in Q4_0 (gguf.quants), other weights F16, norms/router F32"),
-    "glm4_moe_f16": ("glm4_moe_qknorm", "glm4moe", QT.F16, QT.F16, None, 2, "Glm4MoeForCausalLM",
+    "glm4_moe_f16": ("glm4_moe_qknorm", "glm4moe", QT.F16, QT.F16, "fused", 2, "Glm4MoeForCausalLM",
                      "glm4moe F16 in 2 shards (gguf split: -00001-of-00002.gguf), MTP layer kept as blk.3 + "
-                     "blk.3.nextn.* (block_count 4, nextn_predict_layers 1) and skipped by the loader"),
+                     "blk.3.nextn.* (block_count 4, nextn_predict_layers 1) and skipped by the loader; written as "
+                     "the converter's --fuse-gate-up-exps --fuse-qkv do: ffn_gate_up_exps {D, 2 I_e, E} (gate rows "
+                     "first) and attn_qkv.weight / .bias (q, k, v rows)"),
 }
 
 
@@ -281,6 +283,16 @@ def build(name):
             out[g] = (x, qt)
     for g, d in experts.items():
         out[g] = (np.stack([d[e][0] for e in range(len(d))]), d[0][1])
+    if kvb == "fused":  # base.py modify_tensors with fuse_gate_up_exps / fuse_qkv
+        for b in range(block_count):
+            p = f"blk.{b}."
+            if p + "ffn_gate_exps.weight" in out:
+                (g, qt), (u, _) = out.pop(p + "ffn_gate_exps.weight"), out.pop(p + "ffn_up_exps.weight")
+                out[p + "ffn_gate_up_exps.weight"] = (np.concatenate([g, u], axis=1), qt)
+            for suf in ("weight", "bias"):
+                if p + "attn_q." + suf in out:
+                    parts = [out.pop(p + f"attn_{x}." + suf) for x in "qkv"]
+                    out[p + "attn_qkv." + suf] = (np.concatenate([x for x, _ in parts], axis=0), parts[0][1])
 
     os.makedirs(os.path.join(OUT, name), exist_ok=True)
     base = os.path.join(OUT, name, f"{name}.gguf")

@@ -2,7 +2,7 @@
  * ggml order (ne[0] is the contiguous dimension, so a torch [rows, cols] matrix is {cols, rows}), and
  * matrices that point into the mapped file: F32/F16/BF16 through the plain dtype path, ggml block types
  * row by row through kr_ggml_dequantize. A stacked expert tensor {cols, rows, E} binds expert e as the
- * rows of its slice e. */
+ * rows of its slice e. llama.cpp's fused ffn_gate_up_exps and attn_qkv are read in place too. */
 #include "model/gguf_model.h"
 
 #include <stdio.h>
@@ -88,16 +88,47 @@ static bool map_name(const kr_model *m, const char *hf, char *out, size_t n, int
 
 static const char *path_of(const kr_model *m, int shard) { return kr_gguf_path(m->gguf->shards[shard]); }
 
+static kr_status not_found(const kr_model *m, const char *name) {
+    return kr_fail(KR_ERR_FORMAT, "%s: tensor '%s' not found (%llu tensors in %d file%s)",
+                   kr_gguf_path(kr_gguf_set_meta(m->gguf)), name, (unsigned long long)m->gguf->n_tensors, m->gguf->n,
+                   m->gguf->n == 1 ? "" : "s");
+}
+
+/* *t is NULL (no error) when the name maps but the file lacks it: a fused layout may hold it. */
 static kr_status lookup(const kr_model *m, const char *hf, char *name, size_t n, int *expert,
                         const kr_gguf_tensor **t, int *shard) {
     if (!map_name(m, hf, name, n, expert))
         return kr_fail(KR_ERR_FORMAT, "%s: tensor '%s' has no GGUF name krasis knows", kr_gguf_path(kr_gguf_set_meta(m->gguf)), hf);
     *t = kr_gguf_set_find(m->gguf, name, shard);
-    if (!*t)
-        return kr_fail(KR_ERR_FORMAT, "%s: tensor '%s' not found (%llu tensors in %d file%s)",
-                       kr_gguf_path(kr_gguf_set_meta(m->gguf)), name, (unsigned long long)m->gguf->n_tensors,
-                       m->gguf->n, m->gguf->n == 1 ? "" : "s");
     return KR_OK;
+}
+
+/* llama.cpp's fused layouts (convert_hf_to_gguf.py --fuse-gate-up-exps / --fuse-qkv): where the rows of
+ * an unfused tensor lie in the fused one. ffn_gate_up_exps {D, 2 I_e, E}: per expert the gate rows, then
+ * the up rows; attn_qkv {D, Hq hd + 2 Hkv hd} (and its .bias): q rows, k rows, v rows. */
+typedef struct {
+    char name[256];
+    int64_t offset;     /* first row (of each expert's block, for experts) */
+    int64_t total;      /* rows of the fused tensor (per expert, for experts) */
+} fused_ref;
+
+static bool fused_of(const kr_model *m, const char *name, int64_t rows, fused_ref *f) {
+    int l;
+    char kind[64], suf[16];
+    if (sscanf(name, "blk.%d.ffn_%63[a-z]_exps.%15s", &l, kind, suf) == 3 && (!strcmp(kind, "gate") || !strcmp(kind, "up"))) {
+        snprintf(f->name, sizeof f->name, "blk.%d.ffn_gate_up_exps.%s", l, suf);
+        f->offset = !strcmp(kind, "up") ? rows : 0;
+        f->total = 2 * rows;
+        return true;
+    }
+    if (sscanf(name, "blk.%d.attn_%63[a-z].%15s", &l, kind, suf) == 3 && strlen(kind) == 1 && strchr("qkv", kind[0])) {
+        int64_t q = m->hp.n_heads * m->hp.head_dim, kv = m->hp.n_kv_heads * m->hp.head_dim;
+        snprintf(f->name, sizeof f->name, "blk.%d.attn_qkv.%s", l, suf);
+        f->offset = kind[0] == 'q' ? 0 : kind[0] == 'k' ? q : q + kv;
+        f->total = q + 2 * kv;
+        return m->hp.family != KR_FAMILY_DEEPSEEK2;
+    }
+    return false;
 }
 
 static const char *dims_str(const int64_t *ne, int n, char *buf, size_t cap) {
@@ -163,9 +194,22 @@ static kr_status make_matrix(kr_model *m, int shard, const char *name, const kr_
 
 kr_status kr_gguf_bind_matrix(kr_model *m, const char *hf_name, int64_t rows, int64_t cols, kr_matrix *out) {
     char name[256];
-    int expert, shard;
-    const kr_gguf_tensor *t;
+    int expert, shard = 0;
+    const kr_gguf_tensor *t = NULL;
     KR_TRY(lookup(m, hf_name, name, sizeof name, &expert, &t, &shard));
+    fused_ref f;
+    if (!t && fused_of(m, name, rows, &f) && (t = kr_gguf_set_find(m->gguf, f.name, &shard))) {
+        if (expert < 0) {
+            KR_TRY(check_dims(m, shard, f.name, t, 2, (int64_t[]){cols, f.total}));
+            return make_matrix(m, shard, f.name, t, f.offset, rows, out);
+        }
+        KR_TRY(check_dims(m, shard, f.name, t, 3, (int64_t[]){cols, f.total, m->hp.router.n_experts}));
+        if (expert >= m->hp.router.n_experts)
+            return kr_fail(KR_ERR_ARG, "%s: expert %d of '%s' is out of range", path_of(m, shard), expert, f.name);
+        return make_matrix(m, shard, f.name, t, (int64_t)expert * f.total + f.offset, rows, out);
+    }
+    if (!t)
+        return not_found(m, name);
     if (expert < 0) {
         KR_TRY(check_dims(m, shard, name, t, 2, (int64_t[]){cols, rows}));
         return make_matrix(m, shard, name, t, 0, rows, out);
@@ -192,21 +236,35 @@ bool kr_gguf_has_tensor(const kr_model *m, const char *name) { return kr_gguf_se
 
 kr_status kr_gguf_bind_vector(kr_model *m, const char *hf_name, int64_t n, float **out) {
     char name[256];
-    int expert, shard;
-    const kr_gguf_tensor *t;
+    int expert, shard = 0;
+    const kr_gguf_tensor *t = NULL;
     KR_TRY(lookup(m, hf_name, name, sizeof name, &expert, &t, &shard));
-    KR_TRY(check_dims(m, shard, name, t, 1, (int64_t[]){n}));
+    fused_ref f = {.offset = 0, .total = n};
+    if (!t && fused_of(m, name, n, &f))
+        t = kr_gguf_set_find(m->gguf, f.name, &shard); /* a slice of attn_qkv.bias */
+    if (!t)
+        return not_found(m, name);
+    const char *tname = f.total != n ? f.name : name;
+    KR_TRY(check_dims(m, shard, tname, t, 1, (int64_t[]){f.total}));
     kr_matrix v;
-    KR_TRY(make_matrix(m, shard, name, t, 0, 1, &v));
+    KR_TRY(make_matrix(m, shard, tname, t, 0, 1, &v));
+    float *all = malloc((size_t)f.total * sizeof *all);
     *out = malloc((size_t)n * sizeof **out);
-    if (!*out)
+    if (!all || !*out) {
+        free(all);
         return kr_fail(KR_ERR_NOMEM, "out of memory");
-    kr_matrix_row(&v, 0, *out);
+    }
+    kr_matrix_row(&v, 0, all);
+    memcpy(*out, all + f.offset, (size_t)n * sizeof **out);
+    free(all);
     return KR_OK;
 }
 
 bool kr_gguf_model_has(const kr_model *m, const char *hf_name) {
     char name[256];
     int expert;
-    return map_name(m, hf_name, name, sizeof name, &expert) && kr_gguf_set_find(m->gguf, name, NULL) != NULL;
+    fused_ref f;
+    if (!map_name(m, hf_name, name, sizeof name, &expert))
+        return false;
+    return kr_gguf_set_find(m->gguf, name, NULL) || (fused_of(m, name, 1, &f) && kr_gguf_set_find(m->gguf, f.name, NULL));
 }

@@ -218,7 +218,7 @@ static kr_status parse_gqa(meta *c, kr_hparams *hp, bool glm) {
     if (hp->n_heads % hp->n_kv_heads)
         return kr_fail(KR_ERR_FORMAT, "%s: head_count %lld is not a multiple of head_count_kv %lld", path,
                        (long long)hp->n_heads, (long long)hp->n_kv_heads);
-    hp->attention_bias = has_tensor(c, "blk.%d.attn_q.bias", 0);
+    hp->attention_bias = has_tensor(c, "blk.%d.attn_q.bias", 0) || has_tensor(c, "blk.%d.attn_qkv.bias", 0);
     hp->o_bias = has_tensor(c, "blk.%d.attn_output.bias", 0);
     hp->qk_norm = has_tensor(c, "blk.%d.attn_q_norm.weight", 0);
     KR_TRY(parse_moe(c, hp));
