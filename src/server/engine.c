@@ -54,7 +54,7 @@ typedef struct {
     buf content, reasoning;           /* non-streaming: the whole answer */
     json_t *lp;                       /* chat: logprobs.content entries not yet sent */
     json_t *lp_tokens, *lp_values, *lp_top, *lp_offsets; /* completions: the legacy logprobs arrays */
-    size_t text_offset;
+    size_t text_offset;               /* completions: bytes of prompt + completion text before the next token */
 } gen;
 
 static const char *piece(void *user, int32_t id, size_t *len) {
@@ -64,6 +64,14 @@ static const char *piece(void *user, int32_t id, size_t *len) {
         return "";
     }
     return s;
+}
+
+static size_t prompt_ids_bytes(const kr_tokenizer *tok, const int32_t *ids, size_t n) {
+    size_t total = 0, len;
+    for (size_t i = 0; i < n; i++)
+        if (kr_tokenizer_token_bytes(tok, ids[i], &len))
+            total += len;
+    return total;
 }
 
 static void send_event(gen *g, json_t *o) {
@@ -250,6 +258,10 @@ static void run_job(kr_engine *e, kr_job *j) {
     }
 
     gen g = {.e = e, .j = j, .r = r, .chat = r->kind == KR_OAI_CHAT, .stream = r->stream, .created = (json_int_t)time(NULL)};
+    /* legacy logprobs.text_offset indexes the prompt followed by the completion, as OpenAI's does; for a
+     * prompt given as token ids, their decoded bytes */
+    if (!g.chat)
+        g.text_offset = r->prompt ? strlen(r->prompt) : prompt_ids_bytes(e->c.tok, r->prompt_ids, r->n_prompt_ids);
     snprintf(g.id, sizeof g.id, "%s-%016" PRIx64, g.chat ? "chatcmpl" : "cmpl", e->next_id++ ^ (uint64_t)g.created << 20);
     kr_think_init(&g.think, g.chat && e->c.think, inside);
     g.lp = json_array();

@@ -148,6 +148,11 @@ def test_logprobs(c):
     l = r.choices[0].logprobs
     check(len(l.tokens) == 5 and len(l.token_logprobs) == 5 and all(len(t) <= 2 for t in l.top_logprobs),
           "completions logprobs")
+    # OpenAI's text_offset indexes prompt + completion: the first token starts where the prompt ends
+    want = [len("ROMEO:")]
+    for t in l.tokens[:-1]:
+        want.append(want[-1] + len(t.encode()))
+    check(l.text_offset == want, f"text_offset {l.text_offset}, want {want}")
 
 
 def test_errors(srv, c):
