@@ -7,7 +7,8 @@
 
 static unsigned long long seed = 0x1234abcd5678ef01ull;
 
-static void test_bf16(kr_cuda_blas *h, int64_t T, int64_t N, int64_t K, kr_cuda_dtype y_dt, float beta) {
+/* off: the operands start that many bytes into their allocations (sub-views of larger buffers) */
+static void test_bf16_at(kr_cuda_blas *h, int64_t T, int64_t N, int64_t K, kr_cuda_dtype y_dt, float beta, size_t off) {
     float *x = rand_vec(T * K, 1.0f, &seed), *w = rand_vec(N * K, 0.05f, &seed), *y0 = rand_vec(T * N, 1.0f, &seed);
     round_bf16(x, T * K);
     round_bf16(w, N * K);
@@ -17,20 +18,33 @@ static void test_bf16(kr_cuda_blas *h, int64_t T, int64_t N, int64_t K, kr_cuda_
     for (int64_t t = 0; t < T; t++)
         for (int64_t n = 0; n < N; n++)
             ref[t * N + n] = kr_dot(x + t * K, w + n * K, K) + beta * y0[t * N + n];
-    void *dx = upload_as(x, KR_CU_BF16, T * K), *dw = upload_as(w, KR_CU_BF16, N * K), *dy;
-    if (beta != 0)
-        dy = upload_as(y0, y_dt, T * N);
-    else {
-        dy = dev_alloc((size_t)(T * N) * 4);
+    size_t ys = kr_cuda_dtype_size(y_dt);
+    uint16_t *xb = to_bf16(x, T * K), *wb = to_bf16(w, N * K);
+    char *bx = dev_alloc((size_t)(T * K) * 2 + off), *bw = dev_alloc((size_t)(N * K) * 2 + off),
+         *by = dev_alloc((size_t)(T * N) * ys + off);
+    void *dx = bx + off, *dw = bw + off, *dy = by + off;
+    CK(kr_cuda_to_device(dx, xb, (size_t)(T * K) * 2, NULL));
+    CK(kr_cuda_to_device(dw, wb, (size_t)(N * K) * 2, NULL));
+    if (beta != 0) {
+        void *t = upload_as(y0, y_dt, T * N);
+        CK(kr_cuda_copy(dy, t, (size_t)(T * N) * ys, NULL));
+        CK(kr_cuda_device_sync());
+        kr_cuda_free(t);
+    } else {
         CK(kr_cuda_fill_nan(dy, y_dt, T * N, NULL)); /* beta = 0 must not read y: NaN * 0 would show */
     }
     CK(kr_cuda_gemm_bf16(h, y_dt, dy, dx, dw, T, N, K, 1.0f, beta, NULL));
     CK(kr_cuda_device_sync());
     float *y = download_as_f32(dy, y_dt, T * N);
-    CHECK_REL(y, ref, T * N, y_dt == KR_CU_F32 ? 1e-5 : 6e-3, "gemm bf16 %lldx%lldx%lld -> %s, beta %g", (long long)T,
-              (long long)N, (long long)K, kr_cuda_dtype_name(y_dt), beta);
-    kr_cuda_free(dx), kr_cuda_free(dw), kr_cuda_free(dy);
+    CHECK_REL(y, ref, T * N, y_dt == KR_CU_F32 ? 1e-5 : 6e-3, "gemm bf16 %lldx%lldx%lld -> %s, beta %g, offset %zu",
+              (long long)T, (long long)N, (long long)K, kr_cuda_dtype_name(y_dt), beta, off);
+    kr_cuda_free(bx), kr_cuda_free(bw), kr_cuda_free(by);
+    free(xb), free(wb);
     free(x), free(w), free(y0), free(ref), free(y);
+}
+
+static void test_bf16(kr_cuda_blas *h, int64_t T, int64_t N, int64_t K, kr_cuda_dtype y_dt, float beta) {
+    test_bf16_at(h, T, N, K, y_dt, beta, 0);
 }
 
 static void test_i8(kr_cuda_blas *h, int64_t T, int64_t N, int64_t K) {
@@ -99,6 +113,8 @@ int main(void) {
     test_bf16(h, 64, 2048, 4096, KR_CU_F32, 1.0f); /* o_proj added onto the residual */
     test_bf16(h, 33, 1000, 520, KR_CU_BF16, 1.0f);
     test_bf16(h, 64, 2048, 4096, KR_CU_F32, 0);     /* the same shape again: the cached plan */
+    test_bf16_at(h, 64, 2048, 4096, KR_CU_F32, 0, 16); /* same shape, 16-byte aligned views: another plan */
+    test_bf16_at(h, 5, 1024, 512, KR_CU_BF16, 1.0f, 48);
     test_i8(h, 1, 2048, 2048);
     test_i8(h, 100, 1408, 2048);
     test_i8(h, 512, 512, 7168);

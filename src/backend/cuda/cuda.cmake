@@ -18,6 +18,7 @@ add_library(krasis_cuda STATIC
   ${KR_CUDA}/router.cu
   ${KR_CUDA}/kvcache.cu
   ${KR_CUDA}/attention.cu
+  ${KR_CUDA}/attention_flash.cu
 )
 target_include_directories(krasis_cuda PUBLIC ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/include)
 # The directory's flags (-Wall, -fsanitize=...) are for the C compiler; nvcc gets its own list.

@@ -23,6 +23,8 @@ typedef struct {
     int used;
     int64_t T, N, K;
     int kind; /* 0 bf16 -> f32, 1 bf16 -> bf16, 2 int8 */
+    uint32_t align; /* the operands' alignments (log2 bytes, 4 x 8 bits): an algorithm chosen for 256-byte
+                     * aligned pointers may not take less-aligned ones */
     cublasLtMatmulAlgo_t algo;
 } plan;
 
@@ -61,6 +63,24 @@ extern "C" void kr_cuda_blas_destroy(kr_cuda_blas *h) {
     free(h);
 }
 
+/* largest power of two (up to 256) dividing the address */
+static uint32_t alignment(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    uint32_t al = 256;
+    while (al > 1 && (a & (al - 1)))
+        al >>= 1;
+    return al;
+}
+
+static uint32_t log2u(uint32_t v) {
+    uint32_t l = 0;
+    while (v > 1) {
+        v >>= 1;
+        l++;
+    }
+    return l;
+}
+
 /* Describes the TN problem, finds (or recalls) the algorithm and runs it. */
 static kr_status lt_matmul(kr_cuda_blas *h, int kind, cudaDataType_t ab_type, cudaDataType_t d_type,
                            cublasComputeType_t compute, cudaDataType_t scale_type, const void *alpha,
@@ -72,6 +92,8 @@ static kr_status lt_matmul(kr_cuda_blas *h, int kind, cudaDataType_t ab_type, cu
     kr_status st = KR_OK;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     plan *p = NULL;
+    uint32_t al_a = alignment(w), al_b = alignment(x), al_d = alignment(y);
+    const uint32_t align = log2u(al_a) | log2u(al_b) << 8 | log2u(al_d) << 16;
 #define TRY_LT(call)                                                                                    \
     do {                                                                                                \
         cublasStatus_t e_ = (call);                                                                     \
@@ -89,7 +111,7 @@ static kr_status lt_matmul(kr_cuda_blas *h, int kind, cudaDataType_t ab_type, cu
     TRY_LT(cublasLtMatrixLayoutCreate(&ld, d_type, (uint64_t)N, (uint64_t)T, N));
     for (int i = 0; i < PLAN_SLOTS; i++)
         if (h->plans[i].used && h->plans[i].kind == kind && h->plans[i].T == T && h->plans[i].N == N &&
-            h->plans[i].K == K)
+            h->plans[i].K == K && h->plans[i].align == align)
             p = &h->plans[i];
     if (!p) {
         cublasLtMatmulHeuristicResult_t res;
@@ -97,6 +119,10 @@ static kr_status lt_matmul(kr_cuda_blas *h, int kind, cudaDataType_t ab_type, cu
         TRY_LT(cublasLtMatmulPreferenceCreate(&pref));
         TRY_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &WORKSPACE,
                                                     sizeof WORKSPACE));
+        TRY_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
+        TRY_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
+        TRY_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof al_d));
+        TRY_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof al_d));
         TRY_LT(cublasLtMatmulAlgoGetHeuristic(h->lt, op, la, lb, ld, ld, pref, 1, &res, &found));
         if (found == 0) {
             st = kr_fail(KR_ERR_UNSUPPORTED, "cuBLASLt has no algorithm for a %lld x %lld x %lld GEMM of this type",
@@ -110,6 +136,7 @@ static kr_status lt_matmul(kr_cuda_blas *h, int kind, cudaDataType_t ab_type, cu
         p->T = T;
         p->N = N;
         p->K = K;
+        p->align = align;
         p->algo = res.algo;
     }
     TRY_LT(cublasLtMatmul(h->lt, op, alpha, w, la, x, lb, beta, y, ld, y, ld, &p->algo, h->workspace, WORKSPACE, s));
