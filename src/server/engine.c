@@ -161,10 +161,13 @@ static bool on_token(void *user, const kr_token_info *t) {
     return !kr_job_is_cancelled(g->j) && !atomic_load(&g->e->stopping);
 }
 
-/* Frees the engine's slot, then completes the job: a client that sends its next request as soon as it
- * has this answer must find the slot free (with --queue 0 it would otherwise get a 503). */
-static void job_done(kr_engine *e, kr_job *j, const kr_oai_error *err) {
+/* Frees the engine's slot, then completes the job (a stream with its [DONE] trailer when sse_trailer): a client that sends
+ * its next request as soon as it has this answer must find the slot free (with --queue 0 it would
+ * otherwise get a 503). Every path of run_job ends here exactly once. */
+static void job_done(kr_engine *e, kr_job *j, const kr_oai_error *err, bool sse_trailer) {
     kr_queue_done(e->c.queue);
+    if (sse_trailer)
+        kr_job_write(j, "data: [DONE]\n\n", 14);
     if (err)
         kr_job_fail(j, err);
     else
@@ -232,7 +235,7 @@ static bool prompt_tokens(kr_engine *e, const kr_oai_request *r, int32_t **ids, 
 static void run_job(kr_engine *e, kr_job *j) {
     kr_oai_request *r = &j->req;
     if (kr_job_is_cancelled(j)) {
-        job_done(e, j, NULL);
+        job_done(e, j, NULL, false);
         return;
     }
     kr_oai_error err;
@@ -240,7 +243,7 @@ static void run_job(kr_engine *e, kr_job *j) {
     size_t n = 0;
     bool inside;
     if (!prompt_tokens(e, r, &ids, &n, &inside, &err)) {
-        job_done(e, j, &err);
+        job_done(e, j, &err, false);
         return;
     }
     int64_t ctx = kr_session_max_ctx(e->c.session);
@@ -253,7 +256,7 @@ static void run_job(kr_engine *e, kr_job *j) {
                              "(at least %zu are needed to generate one). Please reduce the length of the prompt.",
                              (long long)ctx, n, n + 1);
         free(ids);
-        job_done(e, j, &err);
+        job_done(e, j, &err, false);
         return;
     }
 
@@ -305,14 +308,12 @@ static void run_job(kr_engine *e, kr_job *j) {
             free(body);
             if (o)
                 send_event(&g, o);
-            kr_queue_done(e->c.queue);
-            kr_job_write(j, "data: [DONE]\n\n", 14);
-            job_done(e, j, NULL);
+            job_done(e, j, NULL, true);
         } else {
-            job_done(e, j, &err);
+            job_done(e, j, &err, false);
         }
     } else if (st.finish == KR_FINISH_CANCELLED) {
-        job_done(e, j, NULL);
+        job_done(e, j, NULL, false);
     } else if (g.stream) {
         const char *fr = kr_oai_finish_reason(st.finish);
         send_event(&g, chunk(&g, g.chat ? json_object() : json_string(""), fr));
@@ -322,9 +323,7 @@ static void run_job(kr_engine *e, kr_job *j) {
                                   e->c.model_name, "choices", "usage", kr_oai_usage(&st));
             send_event(&g, o);
         }
-        kr_queue_done(e->c.queue);
-        kr_job_write(j, "data: [DONE]\n\n", 14);
-        job_done(e, j, NULL);
+        job_done(e, j, NULL, true);
     } else {
         json_t *choice = json_pack("{s:i, s:o, s:s}", "index", 0, "logprobs", take_logprobs(&g), "finish_reason",
                                    kr_oai_finish_reason(st.finish));
@@ -344,10 +343,10 @@ static void run_job(kr_engine *e, kr_job *j) {
         json_decref(o);
         if (body) {
             kr_job_write(j, body, strlen(body));
-            job_done(e, j, NULL);
+            job_done(e, j, NULL, false);
         } else {
             kr_oai_error_set(&err, 500, NULL, NULL, "out of memory");
-            job_done(e, j, &err);
+            job_done(e, j, &err, false);
         }
         free(body);
     }
@@ -365,7 +364,6 @@ static void *engine_main(void *arg) {
     kr_job *j;
     while ((j = kr_queue_pop(e->c.queue)) != NULL) {
         run_job(e, j);
-        kr_queue_done(e->c.queue); /* again, in case a path returned without job_done */
         kr_job_unref(j);
     }
     return NULL;
