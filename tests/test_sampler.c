@@ -1,6 +1,7 @@
 /* Sampler: each filter and penalty on distributions small enough to work out by hand, greedy, and
  * seeded draws (reproducible, and following the distribution). */
 #include <math.h>
+#include <stdlib.h>
 
 #include "engine/sampler.h"
 #include "test.h"
@@ -31,7 +32,47 @@ static void expect(const char *what, const float *got, double a, double b, doubl
         CHECK(fabs(got[i] - want[i]) < 1e-5, "%s: p[%d] = %.6f, want %.6f", what, i, got[i], want[i]);
 }
 
+static int by_logit_then_id(const void *a, const void *b) {
+    const float *x = *(const float *const *)a, *y = *(const float *const *)b;
+    if (*x != *y)
+        return *x > *y ? -1 : 1;
+    return x < y ? -1 : x > y; /* same array: lower address = lower id */
+}
+
+/* top_k over a real-sized vocabulary with many ties: exactly the k best by (logit, then lower id) keep
+ * probability, in the proportions softmax gives them */
+static void top_k_large(void) {
+    enum { V = 5000, K = 37 };
+    static float logits[V], got[V];
+    static const float *order[V];
+    for (int i = 0; i < V; i++) {
+        logits[i] = (float)((i * 7919) % 113) * 0.05f; /* 113 distinct values: ~44 ties each */
+        order[i] = &logits[i];
+    }
+    qsort(order, V, sizeof *order, by_logit_then_id);
+    kr_sampler_params p = plain();
+    p.top_k = K;
+    kr_sampler *s;
+    if (kr_sampler_create(&p, V, &s) != KR_OK) {
+        CHECK(0, "create: %s", kr_error());
+        return;
+    }
+    kr_sampler_probs(s, logits, NULL, 0, 0, got);
+    kr_sampler_free(s);
+    double z = 0;
+    for (int r = 0; r < K; r++)
+        z += exp(*order[r] - *order[0]);
+    int bad = 0;
+    for (int r = 0; r < V; r++) {
+        size_t id = (size_t)(order[r] - logits);
+        double want = r < K ? exp(*order[r] - *order[0]) / z : 0;
+        bad += fabs(got[id] - want) > 1e-6;
+    }
+    CHECK(bad == 0, "top_k %d of %d: %d probabilities differ from the sorted reference", K, V, bad);
+}
+
 int main(void) {
+    top_k_large();
     float q[4];
     kr_sampler_params p = plain();
     probs_of(p, NULL, 0, q);

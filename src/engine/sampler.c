@@ -138,6 +138,42 @@ static int by_logit_desc(const void *a, const void *b) {
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
+/* x ranks before y: higher logit, then lower id (a total order: the result never depends on how the
+ * candidates were selected) */
+static bool before(const candidate *x, const candidate *y) {
+    return x->logit > y->logit || (x->logit == y->logit && x->id < y->id);
+}
+
+/* Restores the heap c[0..k) (the worst candidate at the root) below position at. */
+static void sift_down(candidate *c, size_t k, size_t at) {
+    for (;;) {
+        size_t w = at, l = 2 * at + 1, r = l + 1;
+        if (l < k && before(&c[w], &c[l]))
+            w = l;
+        if (r < k && before(&c[w], &c[r]))
+            w = r;
+        if (w == at)
+            return;
+        candidate t = c[at];
+        c[at] = c[w];
+        c[w] = t;
+        at = w;
+    }
+}
+
+/* The k best of c[0..n) to c[0..k), sorted: a heap of the k best so far (the worst of them at its root),
+ * O(n log k) instead of sorting the whole vocabulary for every token. */
+static void top_k_select(candidate *c, size_t n, size_t k) {
+    for (size_t i = k / 2; i-- > 0;)
+        sift_down(c, k, i);
+    for (size_t i = k; i < n; i++)
+        if (before(&c[i], &c[0])) {
+            c[0] = c[i];
+            sift_down(c, k, 0);
+        }
+    qsort(c, k, sizeof *c, by_logit_desc);
+}
+
 /* NaN never wins: a comparison with NaN is false */
 static int32_t argmax(const float *logits, int64_t n) {
     int64_t best = 0;
@@ -160,11 +196,12 @@ static size_t filter(kr_sampler *s, const float *logits) {
         float l = isnan(logits[i]) ? -INFINITY : (logits[i] - max) / p->temperature;
         s->cand[i] = (candidate){(int32_t)i, l};
     }
-    bool truncates = (p->top_k > 0 && (size_t)p->top_k < n) || p->top_p < 1 || p->min_p > 0;
-    if (truncates)
-        qsort(s->cand, n, sizeof *s->cand, by_logit_desc);
-    if (p->top_k > 0 && (size_t)p->top_k < n)
+    if (p->top_k > 0 && (size_t)p->top_k < n) {
+        top_k_select(s->cand, n, (size_t)p->top_k);
         n = (size_t)p->top_k;
+    } else if (p->top_p < 1 || p->min_p > 0) {
+        qsort(s->cand, n, sizeof *s->cand, by_logit_desc);
+    }
     double sum = 0;
     for (size_t i = 0; i < n; i++) {
         s->prob[i] = expf(s->cand[i].logit);
