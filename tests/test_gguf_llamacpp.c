@@ -17,6 +17,8 @@
  * to HF there (cosine to hf_logits.npy at least llama.cpp's): llama.cpp's 8-bit activations flipped a
  * routing decision of these tiny random models (seen at 2 of 12 positions of qwen3_moe Q4_0, where
  * llama.cpp's cosine to HF drops to 0.91 and krasis' stays at 0.99); at most a quarter of the positions.
+ * In the quantized run below krasis' own INT8 activations can flip a route the same way; such a position is
+ * accepted when krasis' float path on the same file is right there.
  * Quantized files run twice: on the float path, and with the default QuantConfig, which follows the file
  * (Q4_0 experts -> INT4 g32 and Q8_0 -> INT8 g32 by exact re-encoding, K-quants -> INT8; INT8
  * activations in the expert kernels, like llama.cpp's): the same llama.cpp checks apply to both.
@@ -66,6 +68,10 @@ static double max_abs(const float *x, int64_t n) {
     return m;
 }
 
+/* the float-path logits of the last (fixture, type) checked, for the quantized run of the same file */
+static float *float_logits;
+static char float_key[2200];
+
 static void check_type(const char *dir, const char *name, const char *type, const char *file, const int32_t *ids,
                        int n, double q, bool math_departs, const char *departure, bool quantized) {
     char path[2048], cache[256] = "";
@@ -82,6 +88,12 @@ static void check_type(const char *dir, const char *name, const char *type, cons
     if (s != KR_OK) {
         kr_model_close(m);
         return;
+    }
+    char key[2200];
+    snprintf(key, sizeof key, "%s/%s", dir, file);
+    if (quantized && strcmp(key, float_key) != 0) {
+        free(float_logits);
+        float_logits = NULL;
     }
     int64_t V = m->hp.vocab;
     float *lg = malloc((size_t)(n * V) * sizeof *lg);
@@ -117,10 +129,17 @@ static void check_type(const char *dir, const char *name, const char *type, cons
         double e = rel_err(k, l, V), c = test_cosine(k, l, V), mg;
         if (e > tol || c < cos_min) {
             double kh = test_cosine(k, h, V), lh = test_cosine(l, h, V);
-            CHECK(kh >= lh, "%s %s position %d: relative error %.3g (tol %g), cosine %.6f (min %g) to llama.cpp, and "
-                  "krasis is not closer to HF (cosine %.6f vs llama.cpp's %.6f)", name, type, t, e, tol, c, cos_min, kh, lh);
-            printf("  %s %s position %d: llama.cpp off (cosine %.4f to krasis); krasis closer to HF (%.4f vs %.4f)\n",
-                   name, type, t, c, kh, lh);
+            /* quantized run: krasis' own INT8 activations may flip the route instead; then its float path on
+             * the same weights must be fine at that position */
+            const float *kf = quantized && float_logits ? float_logits + t * V : NULL;
+            bool float_ok = kf && ((rel_err(kf, l, V) <= tol && test_cosine(kf, l, V) >= cos_min) ||
+                                   test_cosine(kf, h, V) >= lh);
+            CHECK(kh >= lh || float_ok, "%s %s position %d: relative error %.3g (tol %g), cosine %.6f (min %g) to "
+                  "llama.cpp, and krasis is not closer to HF (cosine %.6f vs llama.cpp's %.6f)", name, type, t, e, tol,
+                  c, cos_min, kh, lh);
+            printf("  %s %s %s position %d: cosine %.4f to llama.cpp; to HF krasis %.4f, llama.cpp %.4f: %s\n", name,
+                   type, quantized ? "quant" : "float", t, c, kh, lh,
+                   kh >= lh ? "llama.cpp's route flipped" : "krasis' INT8 activations flipped a route (float path fine)");
             flips++;
             continue;
         }
@@ -141,6 +160,13 @@ static void check_type(const char *dir, const char *name, const char *type, cons
                name, type, quantized ? "quant" : "float", worst_ll, tol, worst_cos, worst_hf, q);
     kr_npy_free(&hf);
     kr_npy_free(&ll);
+    free(float_logits);
+    float_logits = NULL;
+    if (!quantized) { /* kept for the quantized run of the same file */
+        float_logits = lg;
+        lg = NULL;
+        snprintf(float_key, sizeof float_key, "%s/%s", dir, file);
+    }
     free(lg);
     kr_kv_cache_free(kv);
     kr_model_close(m);
@@ -208,6 +234,7 @@ int main(void) {
         json_decref(ref);
     }
     closedir(d);
+    free(float_logits);
     CHECK(fixtures > 0, "%s holds no fixture", root);
     return test_summary("test_gguf_llamacpp");
 }

@@ -6,9 +6,10 @@
  *   Q4_1, Q5_1, K-quants, IQ4_XS -> INT8: dequantized rows requantized; INT8's 255 levels per group hold
  *                      their 16..64 levels with only INT8 rounding on top
  *   F32, F16, BF16  -> the configured bits (none by default: the float path, as loaded)
- * Routed and shared experts follow the file unless a flag sets their bits, at group size 32 unless
- * --group-size says otherwise; explicit flags always win.
- * Attention, dense MLP and lm_head keep the configured bits (default: dequantized per row as stored). */
+ * Every component left at 0 bits by the flags follows the file the same way (routed and shared experts,
+ * dense MLP, attention projections, lm_head), at group size 32 unless --group-size says otherwise:
+ * block-quantized weights run on the integer kernels instead of being dequantized row by row at every
+ * use. MLA's kv_b / k_b / v_b and the embeddings stay as stored (read per row). Explicit flags win. */
 #include <stdio.h>
 #include <string.h>
 
@@ -47,7 +48,9 @@ static void print_kind(const kind_types *k, int bits, int gs, bool followed) {
         const char *name = kr_ggml_info(t).name ? kr_ggml_info(t).name : "?";
         if (!bits)
             fprintf(stderr, "krasis: GGUF %s: %s -> %s\n", k->kind, name,
-                    is_float(t) ? "float (as loaded)" : "float rows, dequantized per use (pass its --*-bits flag to quantize)");
+                    is_float(t) ? "float (as loaded)"
+                    : !strncmp(k->kind, "attn_kv_b", 9) ? "float rows, dequantized per use (the absorbed MLA path reads them per head)"
+                                                        : "float rows, dequantized per use (pass its --*-bits flag to quantize)");
         else
             fprintf(stderr, "krasis: GGUF %s: %s -> INT%d g%d (%s%s)\n", k->kind, name, bits, gs,
                     kr_ggml_reencodes(t, bits, gs) ? (t == KR_GGML_Q8_0 ? "exact re-encode unless a code is -128" : "exact re-encode")
@@ -59,7 +62,8 @@ static void print_kind(const kind_types *k, int bits, int gs, bool followed) {
 kr_status kr_gguf_quant_plan(const kr_model *m, const kr_quant_config *qc, kr_quant_config *out) {
     *out = *qc;
     kind_types k[] = {{"ffn_gate_exps", 0}, {"ffn_up_exps", 0}, {"ffn_down_exps", 0}, {"ffn_*_shexp", 0},
-                      {"ffn_* (dense)", 0}, {"attention", 0},   {"output", 0}};
+                      {"ffn_* (dense)", 0}, {"attention", 0},   {"output", 0},
+                      {"attn_kv_b / attn_k_b / attn_v_b (MLA, read per head)", 0}};
     for (int l = 0; l < m->hp.n_layers; l++) {
         const kr_layer *L = &m->layers[l];
         if (L->moe && L->experts) {
@@ -77,28 +81,40 @@ kr_status kr_gguf_quant_plan(const kr_model *m, const kr_quant_config *qc, kr_qu
             see(&k[4], &L->dense.up);
             see(&k[4], &L->dense.down);
         }
-        const kr_matrix *attn[] = {&L->q_proj, &L->q_a, &L->q_b, &L->kv_a, &L->kv_b, &L->k_b, &L->v_b,
-                                   &L->o_proj, &L->wq, &L->wk, &L->wv, &L->wo};
+        const kr_matrix *attn[] = {&L->q_proj, &L->q_a, &L->q_b, &L->kv_a, &L->o_proj, &L->wq, &L->wk, &L->wv, &L->wo};
         for (size_t i = 0; i < sizeof attn / sizeof *attn; i++)
             see(&k[5], attn[i]);
+        see(&k[7], &L->kv_b);
+        see(&k[7], &L->k_b);
+        see(&k[7], &L->v_b);
     }
     see(&k[6], &m->lm_head);
     uint64_t routed = k[0].types | k[1].types | k[2].types;
-    bool follow_routed = !qc->routed_bits, follow_shared = !qc->shared_bits;
-    if (follow_routed)
-        out->routed_bits = bits_for(routed);
-    if (follow_shared)
-        out->shared_bits = bits_for(k[3].types);
-    /* One group size per MoE layer (activations are quantized once). 32 = ggml's block (and K-quant
-     * sub-block) size: Q4_0 / Q8_0 stay exact, and every other type's groups line up with its own scales,
-     * so INT8's rounding is all that is added. */
-    if (!qc->group_size_given && ((follow_routed && out->routed_bits) || (follow_shared && out->shared_bits)))
+    struct {
+        int *bits;
+        uint64_t types;
+        bool follow;
+    } comp[] = {{&out->routed_bits, routed, false},       {&out->shared_bits, k[3].types, false},
+                {&out->dense_bits, k[4].types, false},    {&out->attention_bits, k[5].types, false},
+                {&out->lm_head_bits, k[6].types, false}};
+    bool any = false;
+    for (size_t i = 0; i < sizeof comp / sizeof *comp; i++)
+        if (!*comp[i].bits) {
+            *comp[i].bits = bits_for(comp[i].types);
+            comp[i].follow = true;
+            any |= *comp[i].bits != 0;
+        }
+    /* One group size for all (activations are quantized once per layer). 32 = ggml's block (and K-quant
+     * sub-block) size: Q4_0 / Q8_0 / Q5_0 / IQ4_NL stay exact, and every other type's groups line up
+     * with its own scales, so INT8's rounding is all that is added. */
+    if (!qc->group_size_given && any)
         out->group_size = 32;
     for (int i = 0; i < 3; i++)
-        print_kind(&k[i], out->routed_bits, out->group_size, follow_routed);
-    print_kind(&k[3], out->shared_bits, out->group_size, follow_shared);
-    print_kind(&k[4], out->dense_bits, out->group_size, false);
-    print_kind(&k[5], out->attention_bits, out->group_size, false);
-    print_kind(&k[6], out->lm_head_bits, out->group_size, false);
+        print_kind(&k[i], out->routed_bits, out->group_size, comp[0].follow);
+    print_kind(&k[3], out->shared_bits, out->group_size, comp[1].follow);
+    print_kind(&k[4], out->dense_bits, out->group_size, comp[2].follow);
+    print_kind(&k[5], out->attention_bits, out->group_size, comp[3].follow);
+    print_kind(&k[6], out->lm_head_bits, out->group_size, comp[4].follow);
+    print_kind(&k[7], 0, out->group_size, false); /* never quantized (kr_model_quantize leaves them) */
     return KR_OK;
 }
