@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/buf.h"
+
 struct kr_stop {
     char **stops;
     size_t n;
@@ -59,16 +61,10 @@ bool kr_stop_push(kr_stop *s, const char *text, size_t len, const char **emit, s
         memmove(s->pending, s->pending + s->released, s->held - s->released);
     s->held -= s->released;
     s->released = 0;
-    if (s->held + len + 1 > s->cap) {
-        size_t cap = (s->held + len + 1) * 2;
-        char *p = realloc(s->pending, cap);
-        if (!p) { /* cannot hold back: show everything rather than lose text */
-            *emit = text;
-            *emit_len = len;
-            return false;
-        }
-        s->pending = p;
-        s->cap = cap;
+    if (!kr_grow(&s->pending, &s->cap, s->held + len + 1, 64)) { /* cannot hold back: show everything */
+        *emit = text;
+        *emit_len = len;
+        return false;
     }
     memcpy(s->pending + s->held, text, len);
     s->held += len;

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/buf.h"
 #include "server/reasoning.h"
 
 struct kr_engine {
@@ -23,27 +24,6 @@ struct kr_engine {
 };
 
 typedef struct {
-    char *p;
-    size_t n, cap;
-} buf;
-
-static void buf_add(buf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 256;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p)
-            return;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-typedef struct {
     kr_engine *e;
     kr_job *j;
     const kr_oai_request *r;
@@ -51,7 +31,7 @@ typedef struct {
     kr_think think;
     char id[48];
     json_int_t created;
-    buf content, reasoning;           /* non-streaming: the whole answer */
+    kr_buf content, reasoning;           /* non-streaming: the whole answer */
     json_t *lp;                       /* chat: logprobs.content entries not yet sent */
     json_t *lp_tokens, *lp_values, *lp_top, *lp_offsets; /* completions: the legacy logprobs arrays */
     size_t text_offset;               /* completions: bytes of prompt + completion text before the next token */
@@ -79,12 +59,13 @@ static void send_event(gen *g, json_t *o) {
     json_decref(o);
     if (!s)
         return;
-    buf b = {0};
-    buf_add(&b, "data: ", 6);
-    buf_add(&b, s, strlen(s));
-    buf_add(&b, "\n\n", 2);
-    kr_job_write(g->j, b.p, b.n);
-    free(b.p);
+    kr_buf b = {0};
+    kr_buf_add(&b, "data: ", 6);
+    kr_buf_add(&b, s, strlen(s));
+    kr_buf_add(&b, "\n\n", 2);
+    if (!b.oom)
+        kr_job_write(g->j, b.p, b.n);
+    kr_buf_free(&b);
     free(s);
 }
 
@@ -118,7 +99,7 @@ static json_t *chunk(gen *g, json_t *delta_or_text, const char *finish) {
 static void on_piece(void *user, bool reasoning, const char *text, size_t len) {
     gen *g = user;
     if (!g->stream) {
-        buf_add(reasoning ? &g->reasoning : &g->content, text, len);
+        kr_buf_add(reasoning ? &g->reasoning : &g->content, text, len);
         return;
     }
     json_t *s = kr_oai_string(text, len);
@@ -324,6 +305,9 @@ static void run_job(kr_engine *e, kr_job *j) {
             send_event(&g, o);
         }
         job_done(e, j, NULL, true);
+    } else if (g.content.oom || g.reasoning.oom) {
+        kr_oai_error_set(&err, 500, NULL, NULL, "out of memory holding the answer");
+        job_done(e, j, &err, false);
     } else {
         json_t *choice = json_pack("{s:i, s:o, s:s}", "index", 0, "logprobs", take_logprobs(&g), "finish_reason",
                                    kr_oai_finish_reason(st.finish));
@@ -350,8 +334,8 @@ static void run_job(kr_engine *e, kr_job *j) {
         }
         free(body);
     }
-    free(g.content.p);
-    free(g.reasoning.p);
+    kr_buf_free(&g.content);
+    kr_buf_free(&g.reasoning);
     json_decref(g.lp);
     json_decref(g.lp_tokens);
     json_decref(g.lp_values);

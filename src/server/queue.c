@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/buf.h"
+
 kr_job *kr_job_new(kr_oai_request *req) {
     kr_job *j = calloc(1, sizeof *j);
     if (!j)
@@ -56,17 +58,9 @@ void kr_job_set_status(kr_job *j, int status) {
 static void append(kr_job *j, const char *data, size_t len) {
     if (j->cancelled) /* nobody will read it */
         return;
-    if (j->len + len > j->cap) {
-        size_t cap = j->cap ? j->cap : 4096;
-        while (cap < j->len + len)
-            cap *= 2;
-        char *p = realloc(j->out, cap);
-        if (!p) { /* out of memory: end the response rather than send a hole in it */
-            j->cancelled = true;
-            return;
-        }
-        j->out = p;
-        j->cap = cap;
+    if (!kr_grow(&j->out, &j->cap, j->len + len, 4096)) { /* end the response rather than send a hole */
+        j->cancelled = true;
+        return;
     }
     memcpy(j->out + j->len, data, len);
     j->len += len;

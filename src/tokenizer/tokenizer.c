@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <utf8proc.h>
 
+#include "base/buf.h"
 #include "base/json.h"
 #include "base/mapfile.h"
 #include "tokenizer/tok_internal.h"
@@ -254,40 +255,9 @@ static uint32_t utf8_decode_at(const uint8_t *p, int *len) {
     }
 }
 
-/* A growable byte buffer. */
-typedef struct {
-    char *p;
-    size_t n, cap;
-    bool oom;
-} buf;
-
-static void buf_put(buf *b, const void *s, size_t n) {
-    if (b->oom)
-        return;
-    if (n > SIZE_MAX / 2 - b->n) {
-        b->oom = true;
-        return;
-    }
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
 /* Appends s with invalid sequences replaced by U+FFFD. With hold, a trailing valid-but-incomplete
  * sequence is not consumed; returns the number of bytes consumed. */
-static size_t put_lossy(buf *out, const char *s, size_t len, bool hold) {
+static size_t put_lossy(kr_buf *out, const char *s, size_t len, bool hold) {
     const uint8_t *p = (const uint8_t *)s;
     size_t i = 0, run = 0;
     while (i < len) {
@@ -302,14 +272,14 @@ static size_t put_lossy(buf *out, const char *s, size_t len, bool hold) {
             i += (size_t)l;
             continue;
         }
-        buf_put(out, s + run, i - run);
+        kr_buf_add(out, s + run, i - run);
         if (inc && hold)
             return i;
-        buf_put(out, "\xEF\xBF\xBD", 3);
+        kr_buf_add(out, "\xEF\xBF\xBD", 3);
         i += (size_t)pre;
         run = i;
     }
-    buf_put(out, s + run, len - run);
+    kr_buf_add(out, s + run, len - run);
     return len;
 }
 
@@ -1229,7 +1199,7 @@ static kr_status pretokenize_and_model(enc_ctx *c, const char *p, size_t len) {
 
 /* Normalizes with utf8proc; NFC is applied only around non-ASCII runs, since ASCII text is already NFC
  * and no ASCII character composes with what precedes it. */
-static kr_status normalize_unicode(enc_ctx *c, int kind, const char *p, size_t len, buf *out) {
+static kr_status normalize_unicode(enc_ctx *c, int kind, const char *p, size_t len, kr_buf *out) {
     utf8proc_option_t opt = UTF8PROC_STABLE;
     switch (kind) {
     case NORM_NFC: opt |= UTF8PROC_COMPOSE; break;
@@ -1243,19 +1213,19 @@ static kr_status normalize_unicode(enc_ctx *c, int kind, const char *p, size_t l
         while (j < len && (uint8_t)p[j] < 0x80)
             j++;
         if (j == len) {
-            buf_put(out, p + i, len - i);
+            kr_buf_add(out, p + i, len - i);
             break;
         }
         /* the run starts one character before the first non-ASCII byte (a possible starter) */
         size_t a = j > i ? j - 1 : j, b = j;
-        buf_put(out, p + i, a - i);
+        kr_buf_add(out, p + i, a - i);
         while (b < len && ((uint8_t)p[b] >= 0x80 || (b + 1 < len && (uint8_t)p[b + 1] >= 0x80 && (uint8_t)p[b] < 0x80)))
             b++;
         utf8proc_uint8_t *r = NULL;
         utf8proc_ssize_t rn = utf8proc_map((const utf8proc_uint8_t *)p + a, (utf8proc_ssize_t)(b - a), &r, opt);
         if (rn < 0)
             return kr_fail(KR_ERR_FORMAT, "%s: normalizer failed: %s", c->tok->path, utf8proc_errmsg(rn));
-        buf_put(out, r, (size_t)rn);
+        kr_buf_add(out, r, (size_t)rn);
         free(r);
         i = b;
     }
@@ -1268,7 +1238,7 @@ static kr_status normalize(enc_ctx *c, const char *p, size_t len, const char **o
     size_t n = len;
     for (size_t k = 0; k < t->n_norms; k++) {
         const tok_norm *nm = &t->norms[k];
-        buf out = {0};
+        kr_buf out = {0};
         if (nm->kind <= NORM_NFKD) {
             kr_status s = normalize_unicode(c, nm->kind, cur, n, &out);
             if (s != KR_OK) {
@@ -1280,21 +1250,21 @@ static kr_status normalize(enc_ctx *c, const char *p, size_t len, const char **o
                 int l;
                 uint32_t cp = utf8_decode_at((const uint8_t *)cur + i, &l);
                 char tmp[4];
-                buf_put(&out, tmp, (size_t)tok_utf8_put((uint32_t)utf8proc_tolower((utf8proc_int32_t)cp), tmp));
+                kr_buf_add(&out, tmp, (size_t)tok_utf8_put((uint32_t)utf8proc_tolower((utf8proc_int32_t)cp), tmp));
                 i += (size_t)l;
             }
         } else if (nm->kind == NORM_PREPEND) {
             if (n) {
-                buf_put(&out, nm->a, nm->alen);
-                buf_put(&out, cur, n);
+                kr_buf_add(&out, nm->a, nm->alen);
+                kr_buf_add(&out, cur, n);
             }
         } else { /* NORM_REPLACE */
             for (size_t i = 0; i < n;) {
                 if (nm->alen && i + nm->alen <= n && memcmp(cur + i, nm->a, nm->alen) == 0) {
-                    buf_put(&out, nm->b, nm->blen);
+                    kr_buf_add(&out, nm->b, nm->blen);
                     i += nm->alen;
                 } else {
-                    buf_put(&out, cur + i, 1);
+                    kr_buf_add(&out, cur + i, 1);
                     i++;
                 }
             }
@@ -1467,7 +1437,7 @@ static kr_status check_id(const kr_tokenizer *t, int32_t id) {
 
 kr_status kr_tokenizer_decode(const kr_tokenizer *tok, const int32_t *ids, size_t n, bool skip_special, char **text) {
     *text = NULL;
-    buf raw = {0}, out = {0};
+    kr_buf raw = {0}, out = {0};
     for (size_t i = 0; i < n; i++) {
         kr_status s = check_id(tok, ids[i]);
         if (s != KR_OK) {
@@ -1477,13 +1447,13 @@ kr_status kr_tokenizer_decode(const kr_tokenizer *tok, const int32_t *ids, size_
         const tok_token *k = &tok->tokens[ids[i]];
         if (skip_special && k->special)
             continue;
-        buf_put(&raw, k->bytes, k->bytes_len);
+        kr_buf_add(&raw, k->bytes, k->bytes_len);
     }
     size_t skip = 0;
     for (int k = 0; k < tok->strip_leading && skip < raw.n && raw.p[skip] == ' '; k++)
         skip++;
     put_lossy(&out, raw.p ? raw.p + skip : "", raw.n - skip, false);
-    buf_put(&out, "", 0);
+    kr_buf_add(&out, "", 0);
     free(raw.p);
     if (out.oom) {
         free(out.p);
@@ -1498,8 +1468,8 @@ struct kr_detok {
     bool skip_special;
     int stripped; /* leading spaces removed so far (decoder Strip) */
     bool started; /* something other than a stripped space has been seen */
-    buf pending;  /* bytes of an incomplete UTF-8 sequence */
-    buf out;
+    kr_buf pending;  /* bytes of an incomplete UTF-8 sequence */
+    kr_buf out;
 };
 
 kr_status kr_detok_create(const kr_tokenizer *tok, bool skip_special, kr_detok **out) {
@@ -1525,11 +1495,11 @@ kr_status kr_detok_push(kr_detok *d, int32_t id, const char **text, size_t *len)
         b++, n--, d->stripped++;
     if (n > 0)
         d->started = true;
-    buf_put(&d->pending, b, n);
+    kr_buf_add(&d->pending, b, n);
     size_t used = put_lossy(&d->out, d->pending.p ? d->pending.p : "", d->pending.n, true);
     memmove(d->pending.p, d->pending.p + used, d->pending.n - used);
     d->pending.n -= used;
-    buf_put(&d->out, "", 0);
+    kr_buf_add(&d->out, "", 0);
     if (d->out.oom || d->pending.oom)
         return kr_fail(KR_ERR_NOMEM, "out of memory in the detokenizer");
     *text = d->out.p ? d->out.p : "";
@@ -1541,7 +1511,7 @@ kr_status kr_detok_flush(kr_detok *d, const char **text, size_t *len) {
     d->out.n = 0;
     put_lossy(&d->out, d->pending.p ? d->pending.p : "", d->pending.n, false);
     d->pending.n = 0;
-    buf_put(&d->out, "", 0);
+    kr_buf_add(&d->out, "", 0);
     if (d->out.oom)
         return kr_fail(KR_ERR_NOMEM, "out of memory in the detokenizer");
     *text = d->out.p ? d->out.p : "";
