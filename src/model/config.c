@@ -256,3 +256,14 @@ void kr_hparams_free(kr_hparams *hp) {
     free(hp->layer_is_moe);
     hp->layer_is_moe = NULL;
 }
+
+kr_status kr_gqa_parse_config(const json_t *cfg, const char *where, kr_hparams *hp) {
+    hp->head_dim = hp->hidden / hp->n_heads;
+    KR_TRY(kr_parse_int_field(cfg, "head_dim", where, false, 2, &hp->head_dim));
+    KR_TRY(kr_parse_int_field(cfg, "intermediate_size", where, true, 1, &hp->intermediate));
+    KR_TRY(kr_json_opt_bool(cfg, "attention_bias", where, &hp->attention_bias));
+    if (hp->n_heads % hp->n_kv_heads)
+        return kr_fail(KR_ERR_FORMAT, "%s: num_attention_heads %lld is not a multiple of num_key_value_heads %lld",
+                       where, (long long)hp->n_heads, (long long)hp->n_kv_heads);
+    return KR_OK;
+}

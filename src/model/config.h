@@ -103,6 +103,9 @@ kr_status kr_parse_int_field(const json_t *cfg, const char *key, const char *whe
 
 /* Family parsers (model/<family>.c): fill the family-specific fields from cfg. */
 kr_status kr_deepseek2_parse_config(const json_t *cfg, const char *where, kr_hparams *hp);
+/* The fields every grouped-query-attention family shares: head_dim (default hidden / heads),
+ * intermediate_size, attention_bias, and heads divisible by kv heads. */
+kr_status kr_gqa_parse_config(const json_t *cfg, const char *where, kr_hparams *hp);
 kr_status kr_qwen3moe_parse_config(const json_t *cfg, const char *where, kr_hparams *hp);
 kr_status kr_glm4moe_parse_config(const json_t *cfg, const char *where, kr_hparams *hp);
 

@@ -7,15 +7,9 @@
 #include "model/config.h"
 
 kr_status kr_qwen3moe_parse_config(const json_t *cfg, const char *where, kr_hparams *hp) {
-    hp->head_dim = hp->hidden / hp->n_heads;
-    KR_TRY(kr_parse_int_field(cfg, "head_dim", where, false, 2, &hp->head_dim));
-    KR_TRY(kr_parse_int_field(cfg, "intermediate_size", where, true, 1, &hp->intermediate));
-    KR_TRY(kr_json_opt_bool(cfg, "attention_bias", where, &hp->attention_bias));
+    KR_TRY(kr_gqa_parse_config(cfg, where, hp));
     hp->o_bias = hp->attention_bias;
     hp->qk_norm = true;
-    if (hp->n_heads % hp->n_kv_heads)
-        return kr_fail(KR_ERR_FORMAT, "%s: num_attention_heads %lld is not a multiple of num_key_value_heads %lld",
-                       where, (long long)hp->n_heads, (long long)hp->n_kv_heads);
 
     int64_t n_experts = 128, top_k = 8, step = 1;
     hp->moe_intermediate = 768;
