@@ -2,8 +2,8 @@
 """Sanity check of tests/fixtures_gguf/ (made by tools/make_llamacpp_fixtures.py).
 
 For every fixture: the files reference.json lists exist and parse with gguf-py; their tensor types are the
-ones recorded; the .npy shapes are [len(tokens), n_vocab]; the recorded llama.cpp-vs-HF numbers follow from
-the stored arrays; and, when the llama.cpp build and tools/llamacpp_logits are there, llama.cpp run again on
+ones recorded; the .npy shapes are [len(tokens), n_vocab]; the recorded llama.cpp-vs-HF numbers (against
+hf_logits.npy and, for quantized files, hf_dequant_<TYPE>.npy) follow from the stored arrays; and, when the llama.cpp build and tools/llamacpp_logits are there, llama.cpp run again on
 each file reproduces llamacpp_<TYPE>.npy exactly (same build, same settings: deterministic).
 Prints the llama.cpp-vs-HF table. Exit status 1 on any mismatch.
 
@@ -67,6 +67,11 @@ def main():
             agree = int((ll.argmax(-1) == hf.argmax(-1)).sum())
             if agree != rec["argmax_agree"]:
                 fail(f"{n}/{t}: argmax agreement {agree} != recorded {rec['argmax_agree']}")
+            if "vs_hf_dequant" in rec:
+                hq = np.load(os.path.join(d, f"hf_dequant_{t}.npy"))
+                dq = float(np.abs(ll.astype(np.float64) - hq).max())
+                if hq.shape != hf.shape or abs(dq - rec["vs_hf_dequant"]["max_abs_diff"]) > 1e-9 * max(1.0, dq):
+                    fail(f"{n}/{t}: hf_dequant_{t}.npy {hq.shape} / diff {dq} != recorded")
             if rerun:
                 with tempfile.TemporaryDirectory() as td:
                     out = os.path.join(td, "x.npy")

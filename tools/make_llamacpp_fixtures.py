@@ -15,6 +15,9 @@ Output: tests/fixtures_gguf/<name>/
     <name>-<TYPE>.gguf            the GGUF files (F16, Q8_0, Q4_0, Q4_K_M; which ones: reference.json)
     hf_logits.npy                 float32 [T, V], transformers, weights as held by the F16 file
     llamacpp_<TYPE>.npy           float32 [T, V], llama.cpp on <name>-<TYPE>.gguf, one batch of T tokens
+    hf_dequant_<TYPE>.npy         float32 [T, V], transformers with the weights as <name>-<TYPE>.gguf holds them
+                                  (gguf-py's dequantization mapped back to HF names): exact math on the file,
+                                  for the quantized types (for F16 it equals hf_logits.npy, asserted)
     reference.json                tokens, settings, versions, tensor types per file, llama.cpp-vs-HF stats,
                                   known llama.cpp departures from HF for this fixture
 and tests/fixtures_gguf/README.md (provenance, commands, the departures, a table of the comparisons).
@@ -120,6 +123,7 @@ SPLIT = 8  # llama.cpp decode-path check: 8 tokens as one batch, then 4 one at a
 N_BPE = 280  # byte alphabet (256) + 24 merges; specials follow; the converter pads to vocab_size
 VOCAB = 300
 MIN_REL_GAP = 1e-3
+MAX_LLAMACPP_REL = 0.05  # llama.cpp vs HF on the same weights: ~2% from its activation rounding, more = a flip
 MAX_SEED_TRIES = 40
 log = mf.log
 
@@ -467,6 +471,66 @@ def compare(ll, hf):
 
 
 # --------------------------------------------------------------------------------------
+# HF on the GGUF's own (dequantized) weights: the exact-math reference for a quantized file
+# --------------------------------------------------------------------------------------
+def gguf_to_hf_tensors(path, hf_names, n_layers):
+    """Dequantize every tensor of a GGUF (gguf-py's reference dequantization) and map it back to the HF
+    checkpoint names (the converter's naming inverted: stacked experts sliced, attn_k_b/attn_v_b re-joined into
+    kv_b_proj, exp_probs_b -> e_score_correction_bias). MTP layers (index >= n_layers) are left out: HF
+    ignores them. Returns {hf name: float32 torch tensor}."""
+    from gguf.quants import dequantize
+    rd = gguf.GGUFReader(path)
+    arch_name = str(rd.fields["general.architecture"].contents())
+    arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch_name)
+    n_blocks = int(rd.fields[f"{arch_name}.block_count"].contents())
+    tmap = gguf.get_tensor_name_map(arch, n_blocks)
+    deq = {}
+    for t in rd.tensors:
+        a = dequantize(np.asarray(t.data), t.tensor_type).astype(np.float32)
+        deq[t.name] = a.reshape(tuple(int(x) for x in reversed(t.shape)))
+    out = {}
+    for name in hf_names:
+        m = re.match(r"model\.layers\.(\d+)\.", name)
+        if m and int(m.group(1)) >= n_layers:
+            continue
+        if name.endswith("kv_b_proj.weight"):
+            kb = deq[tmap.get_name(name.replace("kv_b_proj", "k_b_proj"), try_suffixes=(".weight",))]  # (H, C, Dn)
+            vb = deq[tmap.get_name(name.replace("kv_b_proj", "v_b_proj"), try_suffixes=(".weight",))]  # (H, Dv, C)
+            kv = np.concatenate([kb.transpose(0, 2, 1), vb], axis=1)
+            out[name] = torch.from_numpy(kv.reshape(-1, kv.shape[-1]).copy())
+            continue
+        me = re.match(r"(model\.layers\.\d+\.mlp\.experts)\.(\d+)\.(\w+)\.weight$", name)
+        if me:
+            g = tmap.get_name(f"{me.group(1)}.{me.group(3)}.weight", try_suffixes=(".weight",))
+            out[name] = torch.from_numpy(deq[g][int(me.group(2))].copy())
+            continue
+        key = name.replace("e_score_correction_bias", "e_score_correction.bias")
+        g = tmap.get_name(key, try_suffixes=(".weight", ".bias"))
+        if g is None or g not in deq:
+            raise SystemExit(f"{path}: no GGUF tensor for HF tensor {name} (mapped to {g})")
+        out[name] = torch.from_numpy(deq[g].copy())
+    return out
+
+
+def hf_on_gguf(spec, r, path, workdir, tag):
+    """HF float32 logits (and routing margins) with the weights as the GGUF file holds them."""
+    src = mf.load_all_tensors(r["hf_dir"])
+    deq = gguf_to_hf_tensors(path, list(src), spec["cfg"].num_hidden_layers)
+    for k, v in deq.items():
+        assert tuple(v.shape) == tuple(src[k].shape), (k, v.shape, src[k].shape)
+        src[k] = v
+    d = os.path.join(workdir, "deq_" + tag)
+    shutil.copytree(r["hf_dir"], d)
+    mf.rewrite_single_file(d, src)
+    model = mf.hf_load(spec["cls"], d).eval()
+    tokens = r["tokens"]
+    _, _, full, captured = mf.run_reference(model, tokens[:SPLIT], tokens[SPLIT:], capture=True)
+    gaps = mf.routing_gaps(model, spec["cfg"], captured, spec["family"])
+    shutil.rmtree(d)
+    return full.numpy().astype(np.float32), gaps
+
+
+# --------------------------------------------------------------------------------------
 # HF side
 # --------------------------------------------------------------------------------------
 def v2_group_rule_divergence(model, cfg, captured):
@@ -545,6 +609,8 @@ def accept(spec, r):
 # --------------------------------------------------------------------------------------
 def make_fixture(name, exe):
     spec = FIXTURES[name]()
+    # fixtures whose departure from HF is in the math (not only in metadata) are exempt from the F16 check
+    spec["departures_change_logits"] = name in ("dsv2_group", "dsv3_kimi_rope")
     log(f"== {name}")
     for attempt in range(MAX_SEED_TRIES):
         seed = spec["seed"] + attempt
@@ -554,8 +620,8 @@ def make_fixture(name, exe):
             if not accept(spec, r):
                 log(f"   seed {seed}: rejected {r['gaps']}")
                 continue
-            finalize(name, spec, seed, r, workdir, exe)
-            return
+            if finalize(name, spec, seed, r, workdir, exe):
+                return
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     raise SystemExit(f"{name}: no seed in {MAX_SEED_TRIES} tries passed the checks")
@@ -572,7 +638,7 @@ def finalize(name, spec, seed, r, workdir, exe):
     f32 = os.path.join(workdir, f"{name}-F32.gguf")
     run_converter(r["hf_dir"], f32, "F32", spec)
     files, results, fallbacks = {}, {}, {}
-    # scratch F32 file: llama.cpp with unrounded-from-F16 weights, i.e. only compute differs from HF
+    # scratch F32 file (the same float16-representable weights, stored as F32): only llama.cpp's compute differs
     ll = run_llamacpp(exe, f32, tokens, os.path.join(workdir, "f32.npy"))
     results["F32"] = compare(ll, hf)
     for t in spec["types"]:
@@ -584,9 +650,27 @@ def finalize(name, spec, seed, r, workdir, exe):
         files[t] = os.path.basename(path)
         ll = run_llamacpp(exe, path, tokens, os.path.join(dst, f"llamacpp_{t}.npy"))
         results[t] = compare(ll, hf)
+        # HF on exactly this file's weights (for F16: must reproduce hf_logits.npy bit for bit)
+        hq, gq = hf_on_gguf(spec, r, path, workdir, t)
+        if t == "F16":
+            assert np.array_equal(hq, hf), f"{name}: HF on the F16 file's weights != hf_logits ({np.abs(hq - hf).max()})"
+        else:
+            np.save(os.path.join(dst, f"hf_dequant_{t}.npy"), hq)
+            results[t]["vs_hf_dequant"] = compare(ll, hq)
+            results[t]["hf_dequant_routing"] = gq
         # llama.cpp's own decode path: SPLIT tokens as a batch, then one at a time through its KV cache
         ll_split = run_llamacpp(exe, path, tokens, os.path.join(workdir, "split.npy"), split=SPLIT)
         results[t]["batch_vs_incremental_max_abs"] = float(np.abs(ll_split - ll).max())
+
+    # llama.cpp must follow the same experts as exact math on each file, or a krasis-vs-llama.cpp test on that
+    # file would compare two different routings: llama.cpp rounds activations (F16 / Q8 blocks), which can
+    # flip a top-k choice whose margin is tiny. A flip shows as a large logit difference; reject the seed then.
+    for t, res in results.items():
+        q = res.get("vs_hf_dequant", res if (t in ("F32", "F16") and not spec["departures_change_logits"]) else None)
+        if q is not None and (q["rel_max"] > MAX_LLAMACPP_REL or q["argmax_agree"] < q["n_positions"] - 1):
+            log(f"   seed {seed}: rejected, llama.cpp {t} departs from exact math on its weights by "
+                f"rel {q['rel_max']:.3f} (argmax {q['argmax_agree']}/{q['n_positions']}): a routing flip")
+            return False
 
     first = os.path.join(dst, files[spec["types"][0]])
     cfg = spec["cfg"]
@@ -624,9 +708,15 @@ def finalize(name, spec, seed, r, workdir, exe):
         log(f"   {t:7s} vs HF: max|d| {s['max_abs_diff']:.3e} (max|hf| {s['max_abs_hf']:.2f}, rel "
             f"{s['rel_max']:.2e}), argmax {s['argmax_agree']}/{s['n_positions']}, min cos {s['min_cosine']:.6f}"
             + (f", batch-vs-incremental {s['batch_vs_incremental_max_abs']:.1e}" if "batch_vs_incremental_max_abs" in s else ""))
+        if "vs_hf_dequant" in s:
+            q = s["vs_hf_dequant"]
+            log(f"           vs HF on the file's dequantized weights: max|d| {q['max_abs_diff']:.3e} (rel "
+                f"{q['rel_max']:.2e}), argmax {q['argmax_agree']}/{q['n_positions']}; routing there "
+                f"{s['hf_dequant_routing']}")
     for t, fb in fallbacks.items():
         if fb:
             log(f"   {t} fallbacks: " + ", ".join(f"{x['tensor']}({x['ncols']}) {x['wanted']}->{x['used']}" for x in fb))
+    return True
 
 
 README = """# GGUF fixtures from llama.cpp's own converter and quantizer (generated; do not edit by hand)
@@ -650,10 +740,17 @@ Made by `tools/make_llamacpp_fixtures.py` (issue 6, item 5); rerun it to regener
    DeepSeek models without q_lora it also writes `deepseek2.attention.q_lora_rank = 0` (llama.cpp decides "lite"
    from n_layer 26/27 and otherwise requires the key). `--outtype f16` gives the F16 file; `--outtype f32` a
    scratch F32 file that is the input of `llama-quantize <f32> <out> Q8_0|Q4_0|Q4_K_M` (built from the same sdist).
-4. `llamacpp_<TYPE>.npy` = llama.cpp's logits on `<name>-<TYPE>.gguf` for the same tokens, from
+4. `hf_dequant_<TYPE>.npy` (quantized types) = transformers float32 with the weights exactly as that file holds
+   them (every tensor dequantized by gguf-py and mapped back to its HF name: stacked experts sliced,
+   attn_k_b/attn_v_b re-joined into kv_b_proj). For F16 the same procedure reproduces `hf_logits.npy` bit for
+   bit (asserted), which checks the mapping. This is the exact-math reference for krasis on a quantized file.
+5. `llamacpp_<TYPE>.npy` = llama.cpp's logits on `<name>-<TYPE>.gguf` for the same tokens, from
    `tools/llamacpp_logits.c` (llama.h public API; all tokens in one `llama_decode` with logits at every
    position; 1 thread, F32 KV cache, flash attention off, CPU). reference.json also records llama.cpp's own
    batch-vs-incremental difference (first 8 tokens as a batch, then one at a time through its KV cache).
+   A seed is kept only if llama.cpp stays within 5% (max |diff| / max |logit|) of exact math on every file's
+   own weights (`llamacpp_vs_hf.<TYPE>.vs_hf_dequant`): llama.cpp rounds activations (F16, or Q8 blocks for
+   quantized weights), about 2%, and a larger gap would mean it routed a token to other experts.
 
 Each `reference.json`: `tokens`, `files`, `tensor_types` per file (what llama-quantize chose),
 `quantize_fallbacks` (tensors whose row length does not fit the requested block type, and what was used),
@@ -685,6 +782,15 @@ Each `reference.json`: `tokens`, `files`, `tensor_types` per file (what llama-qu
 @TABLE@
 
 Use these to set test tolerances for krasis-vs-llama.cpp (same file) and krasis-vs-HF (F16 file).
+For a quantized file, llama.cpp vs exact math on that file's weights (`hf_dequant_<TYPE>.npy`):
+
+| fixture | type | max abs diff | rel | argmax agree |
+|---|---|---|---|---|
+@TABLE2@
+
+So: krasis vs `hf_dequant_<TYPE>.npy` can be tight (both exact math on the same weights, up to krasis's own
+activation handling); krasis vs `llamacpp_<TYPE>.npy` within about 5% of max |logit|; krasis vs `hf_logits.npy`
+on a quantized file only as loose as the quantization error itself (the first table).
 """
 
 
@@ -702,6 +808,16 @@ def write_readme():
     tmpl = README
     tmpl = tmpl.replace("@VERSIONS@", ", ".join(f"{k} {v}" for k, v in VERSIONS.items()))
     tmpl = tmpl.replace("@TABLE@", "\n".join(rows))
+    rows2 = []
+    for n in FIXTURES:
+        p = os.path.join(OUT_ROOT, n, "reference.json")
+        if os.path.exists(p):
+            for t, s in mf.read_json(p)["llamacpp_vs_hf"].items():
+                if "vs_hf_dequant" in s:
+                    q = s["vs_hf_dequant"]
+                    rows2.append(f"| `{n}` | {t} | {q['max_abs_diff']:.2e} | {q['rel_max']:.1e} | "
+                                 f"{q['argmax_agree']}/{q['n_positions']} |")
+    tmpl = tmpl.replace("@TABLE2@", "\n".join(rows2))
     notes = []
     for n in FIXTURES:
         p = os.path.join(OUT_ROOT, n, "reference.json")
