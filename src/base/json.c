@@ -29,7 +29,7 @@ kr_status kr_json_load_file(const char *path, json_t **out) {
     return s;
 }
 
-static const char *type_name(const json_t *v) {
+const char *kr_json_type_name(const json_t *v) {
     switch (json_typeof(v)) {
     case JSON_OBJECT: return "an object";
     case JSON_ARRAY: return "an array";
@@ -48,7 +48,7 @@ static kr_status missing(const char *key, const char *where) {
 }
 
 static kr_status wrong_type(const json_t *v, const char *key, const char *where, const char *want) {
-    return kr_fail(KR_ERR_FORMAT, "%s: field '%s' must be %s, got %s", where, key, want, type_name(v));
+    return kr_fail(KR_ERR_FORMAT, "%s: field '%s' must be %s, got %s", where, key, want, kr_json_type_name(v));
 }
 
 kr_status kr_json_opt_int(const json_t *obj, const char *key, const char *where, int64_t *out) {

@@ -11,6 +11,8 @@
 #include "base/status.h"
 
 /* Parses a JSON document held in memory; `what` names it in errors (a path, "header of X"). */
+/* "an object", "an array", "a string", "an integer", "a number", "a boolean" or "null": for messages */
+const char *kr_json_type_name(const json_t *v);
 kr_status kr_json_parse(const char *text, size_t len, const char *what, json_t **out);
 kr_status kr_json_load_file(const char *path, json_t **out);
 

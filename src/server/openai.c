@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/json.h"
+
 void kr_oai_error_set(kr_oai_error *e, int status, const char *param, const char *code, const char *fmt, ...) {
     e->status = status;
     e->type = status >= 500 ? "server_error" : status == 401 ? "authentication_error" : "invalid_request_error";
@@ -59,19 +61,8 @@ char *kr_oai_error_body(const kr_oai_error *e) {
     return s;
 }
 
-static const char *type_name(const json_t *v) {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: case JSON_REAL: return "a number";
-    case JSON_TRUE: case JSON_FALSE: return "a boolean";
-    default: return "null";
-    }
-}
-
 static bool wrong_type(kr_oai_error *e, const char *field, const char *want, const json_t *v) {
-    kr_oai_error_set(e, 400, field, "invalid_type", "'%s' must be %s, got %s", field, want, type_name(v));
+    kr_oai_error_set(e, 400, field, "invalid_type", "'%s' must be %s, got %s", field, want, kr_json_type_name(v));
     return false;
 }
 
@@ -286,7 +277,7 @@ static bool parse_stop(json_t *root, kr_oai_request *r, kr_oai_error *e) {
 
 static bool parse_body(kr_oai_kind kind, json_t *root, kr_oai_request *r, kr_oai_error *e) {
     if (!json_is_object(root)) {
-        kr_oai_error_set(e, 400, NULL, "invalid_json", "the request body must be a JSON object, got %s", type_name(root));
+        kr_oai_error_set(e, 400, NULL, "invalid_json", "the request body must be a JSON object, got %s", kr_json_type_name(root));
         return false;
     }
     json_t *model = field(root, "model");
