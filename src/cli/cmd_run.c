@@ -67,14 +67,17 @@ static void print_stats(const kr_gen_stats *st, uint64_t seed) {
             : st->finish == KR_FINISH_CANCELLED ? ", interrupted" : "");
 }
 
-/* Renders messages through the tokenizer's chat template with a generation prompt, then tokenizes it
- * (special tokens in the rendered text are recognised; nothing is added: the template has the BOS). */
-static kr_status chat_prompt(const kr_tokenizer *tok, json_t *messages, int32_t **ids, size_t *n) {
+/* The tokenizer's chat template, parsed (once per command: a chat renders it every turn). */
+static kr_status parse_chat_template(const kr_tokenizer *tok, kr_template **t) {
     const char *src = kr_tokenizer_chat_template(tok);
     if (!src)
         return kr_fail(KR_ERR_ARG, "the tokenizer has no chat_template (tokenizer_config.json); use run without --chat");
-    kr_template *t;
-    KR_TRY(kr_template_parse(src, "chat_template", &t));
+    return kr_template_parse(src, "chat_template", t);
+}
+
+/* Renders messages through the chat template with a generation prompt, then tokenizes it (special
+ * tokens in the rendered text are recognised; nothing is added: the template has the BOS). */
+static kr_status chat_prompt(const kr_tokenizer *tok, kr_template *t, json_t *messages, int32_t **ids, size_t *n) {
     json_t *ctx = NULL;
     char *text = NULL;
     const char *bos = kr_tokenizer_bos_text(tok), *eos = kr_tokenizer_eos_text(tok);
@@ -86,7 +89,6 @@ static kr_status chat_prompt(const kr_tokenizer *tok, json_t *messages, int32_t 
                                 ids, n);
     free(text);
     json_decref(ctx);
-    kr_template_free(t);
     return s;
 }
 
@@ -118,11 +120,15 @@ int kr_cmd_run(int argc, char **argv) {
     kr_status st;
     if (o.chat) {
         json_t *messages = json_array();
-        st = o.system ? add_message(messages, "system", o.system, "--system") : KR_OK;
+        kr_template *t = NULL;
+        st = parse_chat_template(tok, &t);
+        if (st == KR_OK && o.system)
+            st = add_message(messages, "system", o.system, "--system");
         if (st == KR_OK)
             st = add_message(messages, "user", o.prompt, "--prompt");
         if (st == KR_OK)
-            st = chat_prompt(tok, messages, &ids, &n);
+            st = chat_prompt(tok, t, messages, &ids, &n);
+        kr_template_free(t);
         json_decref(messages);
     } else {
         st = kr_tokenizer_encode(tok, o.prompt, strlen(o.prompt), (kr_encode_options){.add_special = true}, &ids, &n);
@@ -174,7 +180,10 @@ int kr_cmd_chat(int argc, char **argv) {
     struct sigaction sa = {.sa_handler = on_sigint}; /* no SA_RESTART: Ctrl-C interrupts the read */
     sigaction(SIGINT, &sa, NULL);
     json_t *messages = json_array();
-    if (o.system && add_message(messages, "system", o.system, "--system") != KR_OK) {
+    kr_template *t = NULL;
+    if (parse_chat_template(tok, &t) != KR_OK ||
+        (o.system && add_message(messages, "system", o.system, "--system") != KR_OK)) {
+        kr_template_free(t);
         json_decref(messages);
         kr_gen_close(m, tok, s);
         return kr_cli_fail();
@@ -196,7 +205,7 @@ int kr_cmd_chat(int argc, char **argv) {
         kr_gen_stats stats;
         shown_text answer = {0};
         interrupted = 0;
-        kr_status st = chat_prompt(tok, messages, &ids, &n);
+        kr_status st = chat_prompt(tok, t, messages, &ids, &n);
         if (st == KR_OK)
             st = kr_session_generate(s, ids, n, &o.gen, print_text, &answer, &stats);
         free(ids);
@@ -211,6 +220,7 @@ int kr_cmd_chat(int argc, char **argv) {
         print_stats(&stats, o.gen.sampling.seed);
     }
     free(buf);
+    kr_template_free(t);
     json_decref(messages);
     kr_gen_close(m, tok, s);
     return rc;
