@@ -294,12 +294,13 @@ kr_status kr_deepseek2_attention(kr_model *m, int l, const float *x, int64_t T, 
     /* absorbed queries, attention over the latent cache (values are the latent part of the same rows),
      * and the up-projection of the attended latent: each split over the heads */
     mla_job job = {m, L, &s, T, pos0};
-    kr_pool_run(absorb_region, &job);
+    double head_work = (double)(T * H) * (double)C * (double)(Dn > Dv ? Dn : Dv); /* each of the two */
+    kr_pool_run_work(absorb_region, &job, head_work);
     kr_attention_batch b = {.q = s.qabs, .q_t = H * W, .q_h = W, .qk_dim = W, .k = kv->k[l], .v = kv->k[l],
                             .k_stride = W, .v_stride = W, .v_dim = C, .T = T, .H = H, .group = 1, .pos0 = pos0,
                             .scale = (float)hp->attn_scale, .out = s.lat, .o_t = H * C, .o_h = C};
     kr_attend_batch(&b, s.scores, s.scores_stride);
-    kr_pool_run(value_region, &job);
+    kr_pool_run_work(value_region, &job, head_work);
     if ((st = kr_matmul(&L->o_proj, s.o, T, out)) != KR_OK)
         goto done;
     if (L->o_bias)

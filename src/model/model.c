@@ -566,6 +566,8 @@ kr_status kr_model_quantize(kr_model *m, const kr_quant_config *qc) {
         KR_TRY(kr_gguf_quant_plan(m, qc, &planned));
         qc = &planned;
     }
+    /* the thread count applies to the float path too (its matmuls and attention use the pool) */
+    KR_TRY(kr_pool_init(qc->threads));
     if (!qc->routed_bits && !qc->shared_bits && !qc->attention_bits && !qc->dense_bits && !qc->lm_head_bits)
         return KR_OK;
     if (m->quant)
@@ -575,7 +577,6 @@ kr_status kr_model_quantize(kr_model *m, const kr_quant_config *qc) {
         return kr_fail(KR_ERR_ARG, "quantization bits must be 4 or 8 (or bf16: as loaded)");
     if (!kr_quant_valid(4, qc->group_size))
         return kr_fail(KR_ERR_ARG, "--group-size %d: must be 32, 64 or 128", qc->group_size);
-    KR_TRY(kr_pool_init(qc->threads));
     const kr_hparams *hp = &m->hp;
     struct kr_quant *Q = calloc(1, sizeof *Q);
     if (!Q)

@@ -40,5 +40,7 @@ static void batch_region(void *ctx, int w, int n) {
 
 void kr_attend_batch(const kr_attention_batch *b, float *scores, int64_t scores_stride) {
     batch_job j = {b, scores, scores_stride};
-    kr_pool_run(batch_region, &j);
+    /* per query: the window's dot products and the weighted value sum */
+    double window = (double)b->pos0 + (double)(b->T + 1) / 2;
+    kr_pool_run_work(batch_region, &j, (double)(b->T * b->H) * window * (double)(b->qk_dim + b->v_dim));
 }

@@ -76,7 +76,7 @@ kr_status kr_matmul(const kr_matrix *w, const float *x, int64_t T, float *y) {
         scratch.workers = nw;
     }
     matmul_job j = {w, x, T, y};
-    kr_pool_run(matmul_region, &j);
+    kr_pool_run_work(matmul_region, &j, (double)w->rows * (double)w->cols * (double)T);
     return KR_OK;
 }
 

@@ -242,6 +242,13 @@ int kr_pool_threads(void) {
     return g_pool->n;
 }
 
+void kr_pool_run_work(kr_pool_fn fn, void *ctx, double work) {
+    if (work < KR_POOL_MIN_WORK)
+        fn(ctx, 0, 1);
+    else
+        kr_pool_run(fn, ctx);
+}
+
 void kr_pool_run(kr_pool_fn fn, void *ctx) {
     if (!g_pool && kr_pool_init(0) != KR_OK) {
         fn(ctx, 0, 1);

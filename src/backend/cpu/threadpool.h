@@ -22,6 +22,13 @@ int kr_pool_worker_node(int w);
 int kr_pool_node_os(int i);
 /* Runs fn(ctx, w, n) on every worker w < n (the caller as w = 0) and returns when all have returned. */
 void kr_pool_run(kr_pool_fn fn, void *ctx);
+/* Regions of less work than this (multiply-adds, roughly) run on the caller alone: waking the workers
+ * costs microseconds, and on a busy machine one descheduled worker stalls a region for a timeslice,
+ * which for a small model's many small matmuls costs far more than it saves. */
+#define KR_POOL_MIN_WORK (1 << 18)
+/* kr_pool_run, or fn(ctx, 0, 1) on the caller when work < KR_POOL_MIN_WORK. fn must not use
+ * kr_pool_barrier. */
+void kr_pool_run_work(kr_pool_fn fn, void *ctx, double work);
 /* Inside fn: returns when every worker of the region has called it. */
 void kr_pool_barrier(void);
 void kr_pool_shutdown(void);
