@@ -1,11 +1,6 @@
 # The CUDA backend (src/backend/cuda): a static library of .cu kernels and their host glue, built only
-# when nvcc was found (KRASIS_HAVE_CUDA). Included from the top CMakeLists.txt; a CPU-only build never
-# reads this file. Architectures default to sm_80/89/90 (Ampere, Ada, Hopper) and can be narrowed with
-# -DCMAKE_CUDA_ARCHITECTURES=90 for a device build; CI compiles all three.
-if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "")
-  set(CMAKE_CUDA_ARCHITECTURES "80;89;90")
-endif()
-enable_language(CUDA)
+# when nvcc was found (KRASIS_HAVE_CUDA). Included from the top CMakeLists.txt, which enabled CUDA and
+# chose the architectures; a CPU-only build never reads this file.
 find_package(CUDAToolkit REQUIRED)
 set(CMAKE_CUDA_STANDARD 17)
 set(CMAKE_CUDA_STANDARD_REQUIRED ON)
