@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-15}
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKRASIS_FUZZ=ON >/dev/null
-cmake --build build-fuzz -j"$(nproc)" --target fuzz_safetensors fuzz_gguf fuzz_template fuzz_config fuzz_openai_parse
-for target in fuzz_safetensors fuzz_gguf fuzz_template fuzz_config fuzz_openai_parse; do
+cmake --build build-fuzz -j"$(nproc)" --target fuzz_safetensors fuzz_gguf fuzz_template fuzz_config fuzz_openai_parse fuzz_gguf_model
+for target in fuzz_safetensors fuzz_gguf fuzz_template fuzz_config fuzz_openai_parse fuzz_gguf_model; do
   scratch=$(mktemp -d)
   echo "== $target (${seconds}s)"
   (cd build-fuzz && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 \

@@ -17,6 +17,7 @@ gguf.quants, verified against the written file read back by gguf.GGUFReader), so
 float32 tolerance as test_fixtures; the fixture's original logits stay the reference for the loose check.
 
 Run: python3 tools/make_gguf_fixtures.py [NAME ...]    (CPU, no network; writes tests/fixtures/gguf/)
+     python3 tools/make_gguf_fixtures.py --fuzz-seeds  (tiny random models: fuzz/corpus/fuzz_gguf_model/)
 """
 
 import json
@@ -251,6 +252,105 @@ def encode(x, qt):
     return x if qt == QT.F32 else gguf.quants.quantize(x, qt)
 
 
+def write_gguf(base, name, arch, c, out, wtype, etype, shards, block_count, vocab=True):
+    n_tensors = len(out)
+    w = gguf.GGUFWriter(base, arch, split_max_tensors=(n_tensors + shards - 1) // shards if shards > 1 else 0)
+    w.add_name(name)
+    w.add_file_type({QT.F32: 0, QT.F16: 1, QT.BF16: 32}[wtype] if etype == wtype else {QT.Q8_0: 7, QT.Q4_0: 2}[etype])
+    add_common(w, c, arch, block_count)
+    add_arch(w, c, arch)
+    if vocab:
+        add_vocab(w, c["vocab_size"])
+    for g in sorted(out, key=lambda s: (s.split(".")[0] != "token_embd", s)):
+        x, qt = out[g]
+        data = encode(x, qt)
+        w.add_tensor(g, data, raw_dtype=qt if qt != QT.F32 else None)  # byte shapes -> ggml shape from the type
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def fuzz_seeds():
+    """Tiny random models (< 64 KiB, the fuzzer's max_len) for fuzz/fuzz_gguf_model: one per architecture,
+    all dims multiples of 32 so Q4_0 / Q8_0 experts fit; no vocabulary (the fuzzer loads models only)."""
+    out_dir = os.path.join(ROOT, "fuzz", "corpus", "fuzz_gguf_model")
+    os.makedirs(out_dir, exist_ok=True)
+    rng = np.random.default_rng(0)
+    D, V, I, E = 32, 32, 32, 4
+    specs = {
+        "qwen3moe": dict(num_attention_heads=2, num_key_value_heads=1, head_dim=16, num_experts=E),
+        "glm4moe": dict(num_attention_heads=2, num_key_value_heads=1, head_dim=16, n_routed_experts=E, n_shared_experts=1,
+                        first_k_dense_replace=1, partial_rotary_factor=0.5, scoring_func="sigmoid",
+                        routed_scaling_factor=2.5, norm_topk_prob=True, num_nextn_predict_layers=0),
+        "deepseek2": dict(num_attention_heads=2, n_routed_experts=E, n_shared_experts=1, first_k_dense_replace=1,
+                          q_lora_rank=None, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=16,
+                          scoring_func="sigmoid", n_group=1, topk_group=1, norm_topk_prob=True,
+                          routed_scaling_factor=2.5, rope_scaling={"type": "yarn", "factor": 4.0, "beta_fast": 32,
+                          "beta_slow": 1, "mscale_all_dim": 1.0, "original_max_position_embeddings": 64}),
+    }
+    for arch, extra in specs.items():
+        c = dict(hidden_size=D, vocab_size=V, intermediate_size=I, moe_intermediate_size=I, num_hidden_layers=2,
+                 num_experts_per_tok=2, max_position_embeddings=256, rms_norm_eps=1e-6, rope_theta=10000.0, **extra)
+        c["__split__"] = True
+        H = c["num_attention_heads"]
+        r = lambda *sh: rng.standard_normal(sh).astype(np.float32) * 0.1  # noqa: E731
+        hf = {"model.embed_tokens.weight": r(V, D), "model.norm.weight": r(D) + 1, "lm_head.weight": r(V, D)}
+        for l in range(2):
+            p = f"model.layers.{l}."
+            hf[p + "input_layernorm.weight"] = r(D) + 1
+            hf[p + "post_attention_layernorm.weight"] = r(D) + 1
+            if arch == "deepseek2":
+                C, Dn, Dr, Dv = 32, 16, 16, 16
+                hf[p + "self_attn.q_proj.weight"] = r(H * (Dn + Dr), D)
+                hf[p + "self_attn.kv_a_proj_with_mqa.weight"] = r(C + Dr, D)
+                hf[p + "self_attn.kv_a_layernorm.weight"] = r(C) + 1
+                hf[p + "self_attn.kv_b_proj.weight"] = r(H * (Dn + Dv), C)
+                hf[p + "self_attn.o_proj.weight"] = r(D, H * Dv)
+            else:
+                hd, kvh = 16, c["num_key_value_heads"]
+                for n_, rows in (("q", H * hd), ("k", kvh * hd), ("v", kvh * hd)):
+                    hf[p + f"self_attn.{n_}_proj.weight"] = r(rows, D)
+                    if arch == "glm4moe":
+                        hf[p + f"self_attn.{n_}_proj.bias"] = r(rows)
+                hf[p + "self_attn.o_proj.weight"] = r(D, H * hd)
+                if arch == "qwen3moe":
+                    hf[p + "self_attn.q_norm.weight"] = r(hd) + 1
+                    hf[p + "self_attn.k_norm.weight"] = r(hd) + 1
+            if l == 0 and arch != "qwen3moe":
+                for n_, sh in (("gate", (I, D)), ("up", (I, D)), ("down", (D, I))):
+                    hf[p + f"mlp.{n_}_proj.weight"] = r(*sh)
+                continue
+            hf[p + "mlp.gate.weight"] = r(E, D)
+            if arch != "qwen3moe":
+                hf[p + "mlp.gate.e_score_correction_bias"] = r(E)
+                for n_, sh in (("gate", (I, D)), ("up", (I, D)), ("down", (D, I))):
+                    hf[p + f"mlp.shared_experts.{n_}_proj.weight"] = r(*sh)
+            for e in range(E):
+                for n_, sh in (("gate", (I, D)), ("up", (I, D)), ("down", (D, I))):
+                    hf[p + f"mlp.experts.{e}.{n_}_proj.weight"] = r(*sh)
+        if arch == "qwen3moe":
+            c["mlp_only_layers"] = []
+        for etype in (QT.Q4_0, QT.Q8_0):
+            out, experts = {}, {}
+            for n, x in hf.items():
+                g, e = gguf_name(n, arch)
+                qt = tensor_type(g, x.ndim, QT.F16, etype)
+                if e is not None:
+                    experts.setdefault(g, {})[e] = (x, qt)
+                elif g.endswith("attn_kv_b.weight"):
+                    kv = x.reshape(H, 32, x.shape[-1])
+                    out[g.replace("attn_kv_b", "attn_k_b")] = (np.ascontiguousarray(kv[:, :16, :].transpose(0, 2, 1)), qt)
+                    out[g.replace("attn_kv_b", "attn_v_b")] = (np.ascontiguousarray(kv[:, 16:, :]), qt)
+                else:
+                    out[g] = (x, qt)
+            for g, d in experts.items():
+                out[g] = (np.stack([d[e][0] for e in range(len(d))]), d[0][1])
+            path = os.path.join(out_dir, f"{arch}-{etype.name}.gguf")
+            write_gguf(path, f"seed-{arch}", arch, c, out, QT.F16, etype, 1, 2, vocab=False)
+            print(f"{path}: {os.path.getsize(path)} bytes")
+
+
 def build(name):
     src, arch, wtype, etype, kvb, shards, hf_cls, notes = VARIANTS[name]
     sdir = os.path.join(SRC, src)
@@ -299,21 +399,7 @@ def build(name):
     for f in os.listdir(os.path.join(OUT, name)):
         if f.endswith(".gguf"):
             os.remove(os.path.join(OUT, name, f))
-    n_tensors = len(out)
-    w = gguf.GGUFWriter(base, arch, split_max_tensors=(n_tensors + shards - 1) // shards if shards > 1 else 0)
-    w.add_name(name)
-    w.add_file_type({QT.F32: 0, QT.F16: 1, QT.BF16: 32}[wtype] if etype == wtype else {QT.Q8_0: 7, QT.Q4_0: 2}[etype])
-    add_common(w, c, arch, block_count)
-    add_arch(w, c, arch)
-    add_vocab(w, c["vocab_size"])
-    for g in sorted(out, key=lambda s: (s.split(".")[0] != "token_embd", s)):
-        x, qt = out[g]
-        data = encode(x, qt)
-        w.add_tensor(g, data, raw_dtype=qt if qt != QT.F32 else None)  # byte shapes -> ggml shape from the type
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_gguf(base, name, arch, c, out, wtype, etype, shards, block_count)
     files = sorted(f for f in os.listdir(os.path.join(OUT, name)) if f.endswith(".gguf"))
     assert len(files) == shards, files
 
@@ -393,6 +479,9 @@ def write_readme():
 
 
 def main(argv):
+    if argv[1:] == ["--fuzz-seeds"]:
+        fuzz_seeds()
+        return
     names = argv[1:] or list(VARIANTS)
     torch.manual_seed(0)
     for n in names:
