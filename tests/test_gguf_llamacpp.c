@@ -2,8 +2,12 @@
  * tools/make_llamacpp_fixtures.py with llama.cpp's own converter and quantizer; see its README.md).
  * For every fixture and file type, krasis (float path over the file's exact dequantized weights) runs
  * all tokens in one prefill and is compared with
- *   - the HF reference (hf_logits.npy), for F16: the F16 file holds exactly the reference's weights, so
- *     the tolerance is test_fixtures' float32 one (1e-4 of the row's largest |logit|) and argmax agrees;
+ *   - the HF reference on exactly the file's weights (hf_logits.npy for F16, which holds the reference's
+ *     weights; hf_dequant_<TYPE>.npy for the quantized files, transformers on the file's dequantized
+ *     weights): test_fixtures' float32 tolerance (1e-4 of the row's largest |logit|), same argmax; older
+ *     fixtures without hf_dequant: no further from HF than llama.cpp is (1.5 q + 1e-3, below);
+ *   - with the default (file-following) QuantConfig, the same exact reference within the tolerance of 8-bit
+ *     activations: 3 q_act + 5e-3 (q_act = llama.cpp's own distance to it, llamacpp_vs_hf.<T>.vs_hf_dequant);
  *   - llama.cpp's logits for that file (llamacpp_<TYPE>.npy). Both engines read the same rounded weights,
  *     but llama.cpp also quantizes activations to 8 bits in its quantized dot products (krasis' float path
  *     does not), so the tolerance comes from the quantization, measured by the fixture itself: with
@@ -73,7 +77,7 @@ static float *float_logits;
 static char float_key[2200];
 
 static void check_type(const char *dir, const char *name, const char *type, const char *file, const int32_t *ids,
-                       int n, double q, bool math_departs, const char *departure, bool quantized) {
+                       int n, double q, double q_act, bool math_departs, const char *departure, bool quantized) {
     char path[2048], cache[256] = "";
     snprintf(path, sizeof path, "%s/%s", dir, file);
     kr_model *m = NULL;
@@ -106,20 +110,44 @@ static void check_type(const char *dir, const char *name, const char *type, cons
     snprintf(path, sizeof path, "%s/llamacpp_%s.npy", dir, type);
     bool have_ll = s == KR_OK && kr_npy_read_f32(path, &ll) == KR_OK && ll.ndim == 2 && ll.shape[0] == n && ll.shape[1] == V;
     CHECK(have_hf && have_ll, "%s %s: reference logits missing or of the wrong shape", name, type);
+    /* hf_dequant_<TYPE>.npy: transformers on exactly this file's weights (newer fixtures) */
+    kr_npy hd = {0};
+    snprintf(path, sizeof path, "%s/hf_dequant_%s.npy", dir, type);
+    struct stat hst;
+    bool have_hd = s == KR_OK && stat(path, &hst) == 0;
+    if (have_hd)
+        CHECK(kr_npy_read_f32(path, &hd) == KR_OK && hd.ndim == 2 && hd.shape[0] == n && hd.shape[1] == V,
+              "%s: unreadable or of the wrong shape", path);
+    have_hd = have_hd && hd.data && hd.ndim == 2 && hd.shape[0] == n && hd.shape[1] == V;
     bool f16 = !strcmp(type, "F16"), q8 = !strcmp(type, "Q8_0");
-    double tol = fmin(2.5 * q + 2e-3, 0.1), hf_tol = 1.5 * q + 1e-3, cos_min = f16 || q8 ? 0.999 : 0.99;
+    /* q_act: llama.cpp's distance to exact math on its own file's weights, i.e. its activation rounding */
+    double tol = q_act >= 0 ? fmin(3 * q_act + 5e-3, 0.1) : fmin(2.5 * q + 2e-3, 0.1), hf_tol = 1.5 * q + 1e-3;
+    double cos_min = f16 || q8 ? 0.999 : 0.99;
     double worst_hf = 0, worst_ll = 0, worst_cos = 1;
-    int flips = 0;
+    int flips = 0, qflips = 0;
     for (int t = 0; have_hf && have_ll && t < n; t++) {
-        const float *k = lg + t * V, *h = hf.data + t * V, *l = ll.data + t * V;
+        const float *k = lg + t * V, *l = ll.data + t * V;
+        const float *h = have_hd ? hd.data + t * V : hf.data + t * V; /* exact math on this file's weights */
         double eh = rel_err(k, h, V);
         worst_hf = fmax(worst_hf, eh);
         if (quantized) {
-            /* the expert kernels' INT8 activations add their own rounding: only the llama.cpp checks */
-        } else if (f16) {
+            /* INT8 activations in the integer kernels: the same order of rounding as llama.cpp's own */
+            double ch = test_cosine(k, h, V);
+            if (have_hd && (eh > tol || ch < cos_min)) {
+                /* a route flipped by the INT8 activations (margins of these tiny models are ~2%): accepted when
+                 * the float path on the same file is exact there, at most a quarter of the positions */
+                const float *kf = float_logits ? float_logits + t * V : NULL;
+                CHECK(kf && rel_err(kf, h, V) <= 1e-4, "%s %s quant position %d: relative error %.3g (tol %.3g), "
+                      "cosine %.6f to exact math on the file's weights", name, type, t, eh, tol, ch);
+                printf("  %s %s quant position %d: cosine %.4f to exact math (INT8 activations re-routed a token; "
+                       "the float path is exact there)\n", name, type, t, ch);
+                qflips++;
+            }
+        } else if (f16 || have_hd) {
             double mg;
-            CHECK(eh <= 1e-4, "%s F16 position %d: relative error %.3g to HF > 1e-4", name, t, eh);
-            CHECK(argmax(k, V, &mg) == argmax(h, V, &mg), "%s F16 position %d: argmax differs from HF", name, t);
+            CHECK(eh <= 1e-4, "%s %s position %d: relative error %.3g to HF on the file's weights > 1e-4", name, type, t,
+                  eh);
+            CHECK(argmax(k, V, &mg) == argmax(h, V, &mg), "%s %s position %d: argmax differs from HF", name, type, t);
         } else {
             CHECK(eh <= hf_tol, "%s %s position %d: relative error %.3g to HF > %g (llama.cpp's is %.3g)", name, type,
                   t, eh, hf_tol, q);
@@ -152,6 +180,7 @@ static void check_type(const char *dir, const char *name, const char *type, cons
         }
     }
     CHECK(flips * 4 <= n, "%s %s: %d of %d positions disagree with llama.cpp", name, type, flips, n);
+    CHECK(qflips * 4 <= n, "%s %s: %d of %d positions re-routed by INT8 activations", name, type, qflips, n);
     if (math_departs)
         printf("%-18s %-6s HF rel err %.2g; llama.cpp not compared: krasis follows HF where llama.cpp departs (%s)\n",
                name, type, worst_hf, departure);
@@ -160,6 +189,7 @@ static void check_type(const char *dir, const char *name, const char *type, cons
                name, type, quantized ? "quant" : "float", worst_ll, tol, worst_cos, worst_hf, q);
     kr_npy_free(&hf);
     kr_npy_free(&ll);
+    kr_npy_free(&hd);
     free(float_logits);
     float_logits = NULL;
     if (!quantized) { /* kept for the quantized run of the same file */
@@ -224,11 +254,14 @@ int main(void) {
         const char *type;
         json_t *f;
         json_object_foreach(files, type, f) {
-            json_t *q = json_object_get(json_object_get(json_object_get(ref, "llamacpp_vs_hf"), type), "rel_max");
+            json_t *st = json_object_get(json_object_get(ref, "llamacpp_vs_hf"), type);
+            json_t *q = json_object_get(st, "rel_max"), *qa = json_object_get(json_object_get(st, "vs_hf_dequant"), "rel_max");
             CHECK(json_is_number(q), "%s: llamacpp_vs_hf.%s.rel_max missing", path, type);
+            /* F16: llama.cpp's distance to exact math is its rel_max to HF itself */
+            double q_act = json_is_number(qa) ? json_number_value(qa) : !strcmp(type, "F16") && json_is_number(q) ? json_number_value(q) : -1;
             for (int quant = 0; quant < 2 && json_is_string(f) && json_is_number(q); quant++)
                 if (!quant || (strcmp(type, "F16") && !departure))
-                    check_type(dir, e->d_name, type, json_string_value(f), ids, n, json_number_value(q),
+                    check_type(dir, e->d_name, type, json_string_value(f), ids, n, json_number_value(q), q_act,
                                departure != NULL, departure, quant);
         }
         json_decref(ref);
