@@ -15,6 +15,7 @@
 #include "base/json.h"
 #include "base/npy.h"
 #include "model/model.h"
+#include "ref_check.h"
 #include "test.h"
 
 #define REL_TOL 1e-4
@@ -33,27 +34,6 @@ static const variant variants[] = {
     {"glm4_moe_f16", "glm4_moe_f16-00001-of-00002.gguf", "glm4_moe_qknorm", 1e-2},
 };
 
-static double row_rel_err(const float *got, const float *want, int64_t n, int64_t *ag, int64_t *aw) {
-    double maxdiff = 0, maxref = 0;
-    *ag = *aw = 0;
-    for (int64_t i = 0; i < n; i++) {
-        maxdiff = fmax(maxdiff, fabs((double)got[i] - want[i]));
-        maxref = fmax(maxref, fabs((double)want[i]));
-        if (got[i] > got[*ag])
-            *ag = i;
-        if (want[i] > want[*aw])
-            *aw = i;
-    }
-    return maxdiff / (maxref > 0 ? maxref : 1);
-}
-
-static int read_ids(json_t *ref, const char *key, int32_t *ids, int cap) {
-    json_t *a = json_object_get(ref, key);
-    int n = 0;
-    for (size_t i = 0; json_is_array(a) && i < json_array_size(a) && n < cap; i++)
-        ids[n++] = (int32_t)json_integer_value(json_array_get(a, i));
-    return n;
-}
 
 static double worst_exact, worst_hf;
 

@@ -91,3 +91,14 @@ int kr_file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
 }
+
+int kr_read_first_line(const char *path, char *buf, size_t n) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    int ok = fgets(buf, (int)n, f) != NULL;
+    fclose(f);
+    if (ok)
+        buf[strcspn(buf, "\n")] = 0;
+    return ok;
+}

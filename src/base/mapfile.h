@@ -21,4 +21,7 @@ kr_status kr_read_file(const char *path, char **out, size_t *size);
 
 int kr_file_exists(const char *path);
 
+/* The first line of a (small, e.g. sysfs) file without its newline into buf; 0 when it cannot be read. */
+int kr_read_first_line(const char *path, char *buf, size_t n);
+
 #endif

@@ -11,6 +11,7 @@
 #include "cli/check_gpu.h"
 #ifdef KRASIS_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
+#include "base/mapfile.h"
 #endif
 
 static void out(const char *verdict, const char *what, const char *msg, int *n_warn, int *n_fail) {
@@ -23,14 +24,7 @@ static void out(const char *verdict, const char *what, const char *msg, int *n_w
 static int sysfs_line(const char *dev, const char *file, char *buf, size_t n) {
     char p[256];
     snprintf(p, sizeof p, "/sys/bus/pci/devices/%s/%s", dev, file);
-    FILE *f = fopen(p, "r");
-    if (!f)
-        return 0;
-    int ok = fgets(buf, (int)n, f) != NULL;
-    fclose(f);
-    if (ok)
-        buf[strcspn(buf, "\n")] = 0;
-    return ok;
+    return kr_read_first_line(p, buf, n);
 }
 
 static double now_s(void) {

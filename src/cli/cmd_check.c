@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include "backend/cpu/isa.h"
+#include "base/mapfile.h"
 #include "backend/cpu/numa.h"
 #include "backend/cpu/threadpool.h"
 #include "cli/check_gpu.h"
@@ -29,16 +30,6 @@ static void line(const char *verdict, const char *what, const char *fmt, ...) {
     printf("  [%-4s] %-22s %s\n", verdict, what, msg);
 }
 
-static int read_line(const char *path, char *buf, size_t n) {
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    int ok = fgets(buf, (int)n, f) != NULL;
-    fclose(f);
-    if (ok)
-        buf[strcspn(buf, "\n")] = 0;
-    return ok;
-}
 
 static long long meminfo(const char *key) {
     FILE *f = fopen("/proc/meminfo", "r");
@@ -115,7 +106,7 @@ int kr_cmd_check(int argc, char **argv) {
     for (int i = 0; i < 1024; i++) {
         char p[128], buf[64];
         snprintf(p, sizeof p, "/sys/devices/system/node/node%d/cpulist", i);
-        if (!read_line(p, buf, sizeof buf))
+        if (!kr_read_first_line(p, buf, sizeof buf))
             break;
         nodes++;
         char mp[128], mbuf[256];
@@ -139,13 +130,13 @@ int kr_cmd_check(int argc, char **argv) {
         line("warn", "NUMA", "%d nodes, but this build has no libnuma (or the kernel no NUMA API): experts are not placed",
              nodes);
     char gov[64];
-    if (read_line("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor", gov, sizeof gov))
+    if (kr_read_first_line("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor", gov, sizeof gov))
         line(!strcmp(gov, "performance") ? "ok" : "warn", "CPU governor", "%s%s", gov,
              !strcmp(gov, "performance") ? "" : " (performance gives steadier decode: cpupower frequency-set -g performance)");
     else
         line("ok", "CPU governor", "not exposed (a VM or a fixed-frequency host)");
     char thp[128];
-    if (read_line("/sys/kernel/mm/transparent_hugepage/enabled", thp, sizeof thp))
+    if (kr_read_first_line("/sys/kernel/mm/transparent_hugepage/enabled", thp, sizeof thp))
         line(strstr(thp, "[never]") ? "warn" : "ok", "transparent hugepages", "%s%s", thp,
              strstr(thp, "[never]") ? " (krasis advises huge pages on weights; enable madvise or always)" : "");
     long long hp_total = meminfo("HugePages_Total");
