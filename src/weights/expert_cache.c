@@ -160,13 +160,13 @@ kr_status kr_ecache_validate(const char *path, const kr_ecache_key *key) {
     return s;
 }
 
-static double now_s(void) {
+double kr_ecache_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static kr_status write_all(int fd, const void *p, size_t n, const char *path) {
+kr_status kr_ecache_write_all(int fd, const void *p, size_t n, const char *path) {
     const uint8_t *b = p;
     while (n) {
         ssize_t w = write(fd, b, n);
@@ -216,11 +216,11 @@ static kr_status build(const char *path, const kr_ecache_key *k, kr_ecache_rows_
         else {
             memcpy(page, &h, sizeof h);
             memcpy(page + PAGE, t, (size_t)h.n_entries * sizeof *t);
-            s = write_all(fd, page, (size_t)h.data_offset, tmp);
+            s = kr_ecache_write_all(fd, page, (size_t)h.data_offset, tmp);
             free(page);
         }
     }
-    double t0 = now_s();
+    double t0 = kr_ecache_now();
     uint64_t written = 0;
     for (int l = 0; l < k->n_layers && s == KR_OK; l++) {
         for (int x = 0; x < k->n_experts && s == KR_OK; x++) {
@@ -246,15 +246,26 @@ static kr_status build(const char *path, const kr_ecache_key *k, kr_ecache_rows_
                     kr_quantize_row(&e.down, d, row);
             }
             if (s == KR_OK)
-                s = write_all(fd, buf, (size_t)per, tmp);
+                s = kr_ecache_write_all(fd, buf, (size_t)per, tmp);
             written += per;
         }
-        double dt = now_s() - t0, rate = written / 1e9 / (dt > 1e-9 ? dt : 1e-9);
-        double eta = dt / (l + 1) * (k->n_layers - l - 1);
-        fprintf(stderr, "\rkrasis: building expert cache: layer %d/%d  %.2f GB/s  ETA %.0f s   ", l + 1, k->n_layers,
-                rate, eta);
+        kr_ecache_progress("expert cache", l + 1, k->n_layers, written, t0);
     }
     fprintf(stderr, "\n");
+    s = kr_ecache_commit(fd, tmp, path, s);
+    free(t);
+    free(buf);
+    free(row);
+    return s;
+}
+
+void kr_ecache_progress(const char *what, int done, int total, uint64_t bytes, double t0) {
+    double dt = kr_ecache_now() - t0, rate = bytes / 1e9 / (dt > 1e-9 ? dt : 1e-9);
+    double eta = dt / done * (total - done);
+    fprintf(stderr, "\rkrasis: building %s: layer %d/%d  %.2f GB/s  ETA %.0f s   ", what, done, total, rate, eta);
+}
+
+kr_status kr_ecache_commit(int fd, const char *tmp, const char *path, kr_status s) {
     if (s == KR_OK && fsync(fd) != 0)
         s = kr_fail(KR_ERR_IO, "fsync %s: %s", tmp, strerror(errno));
     if (fd >= 0 && close(fd) != 0 && s == KR_OK)
@@ -277,9 +288,6 @@ static kr_status build(const char *path, const kr_ecache_key *k, kr_ecache_rows_
             }
         }
     }
-    free(t);
-    free(buf);
-    free(row);
     return s;
 }
 

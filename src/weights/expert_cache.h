@@ -59,4 +59,13 @@ uint64_t kr_fnv1a(uint64_t h, const void *p, size_t n);
 /* mkdir -p */
 kr_status kr_mkdirs(const char *path);
 
+/* Shared with the GPU expert cache (backend/cuda/moe_cache.h), so both files follow one set of rules:
+ * write n bytes to fd or fail naming path; the build progress line ("krasis: building <what>: layer
+ * done/total, GB/s, ETA"; t0 from kr_ecache_now); and the end of an atomic write: given the status so
+ * far, fsync + close fd, rename tmp to path and fsync the directory, or close and unlink tmp on failure. */
+kr_status kr_ecache_write_all(int fd, const void *p, size_t n, const char *path);
+double kr_ecache_now(void);
+void kr_ecache_progress(const char *what, int done, int total, uint64_t bytes, double t0);
+kr_status kr_ecache_commit(int fd, const char *tmp, const char *path, kr_status s);
+
 #endif
