@@ -8,7 +8,8 @@
  *                        --prefill-chunk 10240`: 16 GiB - non-expert 2.052 - workspace 0.803 - reserve
  *                        0.500 - a 32K-token fp8 KV cache 0.478 = 12.17 GiB): INT4 fits (persistent),
  *                        INT8 runs grouped:11;
- *   grouped:4, chunked   explicit.
+ *   grouped:4, chunked   explicit;
+ *   chunked, staged      the fallback copy path without cudaHostRegister (INT4, T = 10K only).
  * Host copies: one 4 KiB-aligned block per layer (the GPU cache file's layer layout, kr_gpu_moe_geom),
  * random INT4/INT8 codes and bf16 scales in a realistic range, pinned once with cudaHostRegister (the
  * residency finds them pinned). Routing: random distinct top-6 per token, weights 1/6; every layer
@@ -93,6 +94,7 @@ static double h2d_rate(double *best) {
 typedef struct {
     const char *label, *mode;
     double budget_gib; /* 0: free memory */
+    int staged;        /* no_register: the staged copy path (INT4, T = 10K only) */
 } mode_case;
 
 int main(int argc, char **argv) {
@@ -144,8 +146,9 @@ int main(int argc, char **argv) {
     CU(cudaEventCreate(&e0));
     CU(cudaEventCreate(&e1));
 
-    const mode_case cases[] = {{"persistent", "persistent", 0}, {"auto, 16 GB card", "auto", BUDGET_16G},
-                               {"grouped:4", "grouped:4", 0}, {"chunked", "chunked", 0}};
+    const mode_case cases[] = {{"persistent", "persistent", 0, 0}, {"auto, 16 GB card", "auto", BUDGET_16G, 0},
+                               {"grouped:4", "grouped:4", 0, 0}, {"chunked", "chunked", 0, 0},
+                               {"chunked, staged", "chunked", 0, 1}};
     for (int bits = 4; bits <= (quick ? 4 : 8); bits += 4) {
         kr_gpu_moe_geom g;
         KR(kr_gpu_moe_geom_make(E, H, I, bits, 128, &g));
@@ -175,8 +178,11 @@ int main(int argc, char **argv) {
         for (int ti = 0; ti < nT; ti++) {
             int64_t T = Ts[ti];
             for (int ci = 0; ci < (int)(sizeof cases / sizeof cases[0]); ci++) {
+                if (cases[ci].staged && (bits != 4 || T != 10240))
+                    continue;
                 kr_gpu_experts_config cfg;
                 memset(&cfg, 0, sizeof cfg);
+                cfg.no_register = cases[ci].staged;
                 KR(kr_expert_mode_parse(cases[ci].mode, &cfg.mode));
                 cfg.geom = g;
                 cfg.n_layers = NL;
