@@ -19,7 +19,7 @@ What a llama.cpp Q4_0 file of the model holds, with random contents:
     both llama.cpp and krasis load the file as they would a real one.
 
 Run:  python3 tools/make_synthetic_gguf.py [--model dsv2-lite|qwen3-30b-a3b] [--out PATH] [--seed N]
-      [--layers N]  (fewer layers for a quick check; the benchmark uses the full count)
+      [--layers N]  (fewer layers for a quick check; the benchmark uses the full count) [--vocab-dir DIR]
 Needs numpy and the gguf package (the llama-cpp-python 0.3.36 sdist's gguf-py 0.19.0 is used when present).
 """
 
@@ -39,9 +39,11 @@ if os.path.isdir(GGUF_PY):
     sys.path.insert(0, GGUF_PY)
 import gguf  # noqa: E402
 
-SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data", "vocab")
-if not os.path.isdir(SHARED):
-    SHARED = "/work/shared/data/vocab"
+# where the family's vocab GGUF is looked for (--vocab-dir first): ../shared/data/vocab, then the llama.cpp
+# tree's models/ beside the gguf package in use (the same files; what the device machine has, where ../shared
+# does not travel)
+VOCAB_DIRS = [os.path.join(os.path.dirname(ROOT), "shared", "data", "vocab"), "/work/shared/data/vocab",
+              os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(gguf.__file__))), "..", "models")]
 
 Q = gguf.GGMLQuantizationType
 
@@ -216,8 +218,13 @@ def main():
     ap.add_argument("--out", default=None, help="output path (default build-llamacpp/<model>-synthetic-Q4_0.gguf)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--layers", type=int, default=None, help="write only the first N layers (quick checks)")
+    ap.add_argument("--vocab-dir", default=None, help="folder holding llama.cpp's ggml-vocab-*.gguf files")
     args = ap.parse_args()
     m = MODELS[args.model]
+    dirs = ([args.vocab_dir] if args.vocab_dir else []) + VOCAB_DIRS
+    vocab = next((os.path.join(d, m["vocab"]) for d in dirs if os.path.isfile(os.path.join(d, m["vocab"]))), None)
+    if vocab is None:
+        raise SystemExit(f"make_synthetic_gguf: {m['vocab']} not found in {' or '.join(dirs)} (give --vocab-dir)")
     with open(os.path.join(ROOT, "configs", m["config"])) as f:
         c = json.load(f)
     n_layers = args.layers or c["num_hidden_layers"]
@@ -248,7 +255,7 @@ def main():
     w.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0)
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     m["meta"](w, c, n_layers)
-    copy_tokenizer(w, os.path.join(SHARED, m["vocab"]), c["vocab_size"])
+    copy_tokenizer(w, vocab, c["vocab_size"])
     w.add_string("general.description", "random weights with the real shapes; made by tools/make_synthetic_gguf.py "
                                         f"(seed {args.seed}) for benchmarks only")
     for name, ne, kind, qt, nbytes in plan:
