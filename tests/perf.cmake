@@ -13,3 +13,4 @@ krasis_test(test_forward_alloc)
 target_link_options(test_forward_alloc PRIVATE ${KR_WRAP_ALLOC})
 krasis_test(test_expert_cache)
 krasis_test(test_quant_model)
+target_link_options(test_quant_model PRIVATE -Wl,--wrap=kr_route) # its routing trace

@@ -3,6 +3,9 @@
  * only the normalized latent c (kv_lora_rank) and the roped k_pe (qk_rope_head_dim) per token, and
  *   q_nope . k_nope[s] = (Wk_b^T q_nope) . c[s],    O = Wv_b . sum_s P[s] c[s]
  * with kv_b_proj = per head [Wk_b (qk_nope rows); Wv_b (v_head rows)], both [*, kv_lora_rank].
+ * With attention_bits both products run on the integer kernels (kr_layer.mla_k / mla_v, built by model.c
+ * in k_b / v_b's orientation from either layout): q_nope and the attended latent are quantized to INT8
+ * once per (token, head) row; without it the weights are read as stored, one float row at a time.
  * Matches transformers' modeling_deepseek_v2 / _v3 (see specs/models.md sections 1-2). */
 #include <math.h>
 #include <stdio.h>
@@ -10,6 +13,8 @@
 #include <string.h>
 
 #include "backend/cpu/attention.h"
+#include "backend/cpu/isa.h"
+#include "backend/cpu/quant.h"
 #include "backend/cpu/threadpool.h"
 #include "backend/cpu/ops.h"
 #include "backend/cpu/rope.h"
@@ -171,10 +176,15 @@ kr_status kr_deepseek2_bind_attention(kr_model *m, int l) {
 
 /* Scratch of one attention call (model scratch slots), sized for T new positions over a window of up to
  * kv->cap tokens (the cache's capacity, so the scores buffer does not grow every step); row and scores
- * have one stripe per pool worker. */
+ * have one stripe per pool worker. On the quantized path (L->mla_k) aq / as / ac hold the INT8
+ * activations of the (t, h) rows, a_pad bytes and a_groups groups each: q_nope for the k product, then
+ * (reused) the attended latent for the v product. */
 typedef struct {
     float *q, *qa, *ckv, *qabs, *lat, *o, *row, *scores;
     int64_t row_stride, scores_stride;
+    int8_t *aq;
+    float *as, *ac;
+    int64_t a_pad, a_groups;
 } mla_scratch;
 
 typedef struct {
@@ -182,7 +192,31 @@ typedef struct {
     const kr_layer *L;
     const mla_scratch *s;
     int64_t T, pos0;
+    const kr_kernels *k;
 } mla_job;
+
+/* y[t * ys + i] = <row r0 + i of w, x_t> for i < nr and t < T, x_t = x + t * xs (w->cols values):
+ * each x_t quantized to INT8 once (into (t, h) row t * H + h of the activation scratch), then the
+ * integer kernels, KR_TILE_TOKENS tokens per pass over the rows (they stay in L1/L2: one head's). */
+static void qproduct(const mla_job *j, const kr_qmatrix *w, int64_t r0, int64_t nr, int64_t h, const float *x,
+                     int64_t xs, float *y, int64_t ys) {
+    const mla_scratch *s = j->s;
+    int64_t H = j->m->hp.n_heads;
+    for (int64_t t = 0; t < j->T; t++) {
+        int64_t a = t * H + h;
+        j->k->quantize_act(x + t * xs, w->cols, w->gs, s->aq + a * s->a_pad, s->as + a * s->a_groups,
+                           s->ac + a * s->a_groups);
+    }
+    for (int64_t t = 0; t < j->T; t += KR_TILE_TOKENS) {
+        int nt = j->T - t < KR_TILE_TOKENS ? (int)(j->T - t) : KR_TILE_TOKENS;
+        kr_qvec a[KR_TILE_TOKENS];
+        for (int i = 0; i < nt; i++) {
+            int64_t r = (t + i) * H + h;
+            a[i] = (kr_qvec){s->aq + r * s->a_pad, s->as + r * s->a_groups, s->ac + r * s->a_groups};
+        }
+        j->k->tile_dot(w, r0, nr, a, nt, y + t * ys, ys);
+    }
+}
 
 /* absorbed queries [Wk_b^T q_nope | RoPE(q_pe)] of the worker's heads; kv_b's k rows (or k_b's) are
  * read once for all T */
@@ -195,13 +229,16 @@ static void absorb_region(void *ctx, int w, int n) {
     int64_t C = hp->kv_lora_rank, W = C + Dr, T = j->T;
     float *row = s->row + (size_t)w * (size_t)s->row_stride;
     for (int64_t h = H * w / n; h < H * (w + 1) / n; h++) {
+        /* quantized (either layout, model.c puts it in k_b's orientation): integer dots */
+        if (L->mla_k)
+            qproduct(j, L->mla_k, h * C, C, h, s->q + h * Dq, H * Dq, s->qabs + h * W, H * W);
         /* split k_b: row (h, c) is column c of Wk_b[h], so qabs[c] = k_b row . q_nope */
-        for (int64_t c = 0; L->k_b.rows && c < C; c++) {
+        for (int64_t c = 0; !L->mla_k && L->k_b.rows && c < C; c++) {
             kr_matrix_row(&L->k_b, h * C + c, row);
             for (int64_t t = 0; t < T; t++)
                 s->qabs[(t * H + h) * W + c] = kr_dot(row, s->q + (t * H + h) * Dq, Dn);
         }
-        for (int64_t d = 0; !L->k_b.rows && d < Dn; d++) {
+        for (int64_t d = 0; !L->mla_k && !L->k_b.rows && d < Dn; d++) {
             kr_matrix_row(&L->kv_b, h * (Dn + Dv) + d, row);
             for (int64_t t = 0; t < T; t++) {
                 float qd = s->q[(t * H + h) * Dq + d];
@@ -226,7 +263,11 @@ static void value_region(void *ctx, int w, int n) {
     const mla_scratch *s = j->s;
     int64_t H = hp->n_heads, Dn = hp->qk_nope_dim, Dv = hp->v_head_dim, C = hp->kv_lora_rank, T = j->T;
     float *row = s->row + (size_t)w * (size_t)s->row_stride;
-    for (int64_t h = H * w / n; h < H * (w + 1) / n; h++)
+    for (int64_t h = H * w / n; h < H * (w + 1) / n; h++) {
+        if (L->mla_v) {
+            qproduct(j, L->mla_v, h * Dv, Dv, h, s->lat + h * C, H * C, s->o + h * Dv, H * Dv);
+            continue;
+        }
         for (int64_t d = 0; d < Dv; d++) {
             if (L->v_b.rows)
                 kr_matrix_row(&L->v_b, h * Dv + d, row);
@@ -235,6 +276,7 @@ static void value_region(void *ctx, int w, int n) {
             for (int64_t t = 0; t < T; t++)
                 s->o[(t * H + h) * Dv + d] = kr_dot(row, s->lat + (t * H + h) * C, C);
         }
+    }
 }
 
 kr_status kr_deepseek2_attention(kr_model *m, int l, const float *x, int64_t T, kr_kv_cache *kv, float *out) {
@@ -257,8 +299,18 @@ kr_status kr_deepseek2_attention(kr_model *m, int l, const float *x, int64_t T, 
     s.scores = kr_model_scratch(m, KR_SLOT_ATTN + 7, workers * s.scores_stride);
     if (s.qabs)
         memset(s.qabs, 0, (size_t)(T * H * W) * sizeof(float));
+    bool qok = true;
+    if (L->mla_k || L->mla_v) { /* one activation buffer, as wide as the wider of q_nope (k) and the latent (v) */
+        const kr_qmatrix *K = L->mla_k ? L->mla_k : L->mla_v, *V = L->mla_v ? L->mla_v : L->mla_k;
+        s.a_groups = K->groups > V->groups ? K->groups : V->groups;
+        s.a_pad = s.a_groups * K->gs;
+        s.aq = (int8_t *)kr_model_scratch(m, KR_SLOT_ATTN + 8, (T * H * s.a_pad + 3) / 4);
+        s.as = kr_model_scratch(m, KR_SLOT_ATTN + 9, T * H * s.a_groups);
+        s.ac = kr_model_scratch(m, KR_SLOT_ATTN + 10, T * H * s.a_groups);
+        qok = s.aq && s.as && s.ac;
+    }
     kr_status st = KR_OK;
-    if (!s.q || !s.qa || !s.ckv || !s.qabs || !s.lat || !s.o || !s.row || !s.scores) {
+    if (!s.q || !s.qa || !s.ckv || !s.qabs || !s.lat || !s.o || !s.row || !s.scores || !qok) {
         st = kr_fail(KR_ERR_NOMEM, "out of memory in MLA attention");
         goto done;
     }
@@ -293,7 +345,7 @@ kr_status kr_deepseek2_attention(kr_model *m, int l, const float *x, int64_t T, 
 
     /* absorbed queries, attention over the latent cache (values are the latent part of the same rows),
      * and the up-projection of the attended latent: each split over the heads */
-    mla_job job = {m, L, &s, T, pos0};
+    mla_job job = {m, L, &s, T, pos0, kr_kernels_get()};
     double head_work = (double)(T * H) * (double)C * (double)(Dn > Dv ? Dn : Dv); /* each of the two */
     kr_pool_run_work(absorb_region, &job, head_work);
     kr_attention_batch b = {.q = s.qabs, .q_t = H * W, .q_h = W, .qk_dim = W, .k = kv->k[l], .v = kv->k[l],

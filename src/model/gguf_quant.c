@@ -9,7 +9,9 @@
  * Every component left at 0 bits by the flags follows the file the same way (routed and shared experts,
  * dense MLP, attention projections, lm_head), at group size 32 unless --group-size says otherwise:
  * block-quantized weights run on the integer kernels instead of being dequantized row by row at every
- * use. MLA's kv_b / k_b / v_b and the embeddings stay as stored (read per row). Explicit flags win. */
+ * use. MLA's k_b / v_b (or the legacy kv_b, its k part transposed into k_b's layout) count as attention
+ * and follow attention_bits: the absorbed products run on the integer kernels too. The embeddings stay
+ * as stored (read per row). Explicit flags win. */
 #include <stdio.h>
 #include <string.h>
 
@@ -49,8 +51,13 @@ static void print_kind(const kind_types *k, int bits, int gs, bool followed) {
         if (!bits)
             fprintf(stderr, "krasis: GGUF %s: %s -> %s\n", k->kind, name,
                     is_float(t) ? "float (as loaded)"
-                    : !strncmp(k->kind, "attn_kv_b", 9) ? "float rows, dequantized per use (the absorbed MLA path reads them per head)"
-                                                        : "float rows, dequantized per use (pass its --*-bits flag to quantize)");
+                    : strstr(k->kind, "(MLA)") ? "float rows, dequantized per use (--attention-bits quantizes them)"
+                                               : "float rows, dequantized per use (pass its --*-bits flag to quantize)");
+        else if (!strncmp(k->kind, "attn_kv_b ", 10))
+            fprintf(stderr, "krasis: GGUF %s: %s -> INT%d g%d (k part transposed to attn_k_b's layout and %s, v "
+                    "part %s%s)\n", k->kind, name, bits, gs, is_float(t) ? "quantized" : "requantized",
+                    kr_ggml_reencodes(t, bits, gs) ? "re-encoded exactly" : "quantized",
+                    followed ? ", following the file" : ", as configured");
         else
             fprintf(stderr, "krasis: GGUF %s: %s -> INT%d g%d (%s%s)\n", k->kind, name, bits, gs,
                     kr_ggml_reencodes(t, bits, gs) ? (t == KR_GGML_Q8_0 ? "exact re-encode unless a code is -128" : "exact re-encode")
@@ -63,7 +70,7 @@ kr_status kr_gguf_quant_plan(const kr_model *m, const kr_quant_config *qc, kr_qu
     *out = *qc;
     kind_types k[] = {{"ffn_gate_exps", 0}, {"ffn_up_exps", 0}, {"ffn_down_exps", 0}, {"ffn_*_shexp", 0},
                       {"ffn_* (dense)", 0}, {"attention", 0},   {"output", 0},
-                      {"attn_kv_b / attn_k_b / attn_v_b (MLA, read per head)", 0}};
+                      {"attn_k_b / attn_v_b (MLA)", 0}, {"attn_kv_b (MLA)", 0}};
     for (int l = 0; l < m->hp.n_layers; l++) {
         const kr_layer *L = &m->layers[l];
         if (L->moe && L->experts) {
@@ -84,7 +91,7 @@ kr_status kr_gguf_quant_plan(const kr_model *m, const kr_quant_config *qc, kr_qu
         const kr_matrix *attn[] = {&L->q_proj, &L->q_a, &L->q_b, &L->kv_a, &L->o_proj, &L->wq, &L->wk, &L->wv, &L->wo};
         for (size_t i = 0; i < sizeof attn / sizeof *attn; i++)
             see(&k[5], attn[i]);
-        see(&k[7], &L->kv_b);
+        see(&k[8], &L->kv_b);
         see(&k[7], &L->k_b);
         see(&k[7], &L->v_b);
     }
@@ -95,7 +102,7 @@ kr_status kr_gguf_quant_plan(const kr_model *m, const kr_quant_config *qc, kr_qu
         uint64_t types;
         bool follow;
     } comp[] = {{&out->routed_bits, routed, false},       {&out->shared_bits, k[3].types, false},
-                {&out->dense_bits, k[4].types, false},    {&out->attention_bits, k[5].types, false},
+                {&out->dense_bits, k[4].types, false},    {&out->attention_bits, k[5].types | k[7].types | k[8].types, false},
                 {&out->lm_head_bits, k[6].types, false}};
     bool any = false;
     for (size_t i = 0; i < sizeof comp / sizeof *comp; i++)
@@ -115,6 +122,7 @@ kr_status kr_gguf_quant_plan(const kr_model *m, const kr_quant_config *qc, kr_qu
     print_kind(&k[4], out->dense_bits, out->group_size, comp[2].follow);
     print_kind(&k[5], out->attention_bits, out->group_size, comp[3].follow);
     print_kind(&k[6], out->lm_head_bits, out->group_size, comp[4].follow);
-    print_kind(&k[7], 0, out->group_size, false); /* never quantized (kr_model_quantize leaves them) */
+    print_kind(&k[7], out->attention_bits, out->group_size, comp[3].follow);
+    print_kind(&k[8], out->attention_bits, out->group_size, comp[3].follow);
     return KR_OK;
 }

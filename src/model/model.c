@@ -371,6 +371,7 @@ struct kr_quant {
     kr_qmatrix lm_head;
     bool q_lm_head;
     kr_qmatrix *attn;      /* [n_layers][KR_ATTN_MATRICES], when attention_bits; attached as kr_matrix.q */
+    kr_qmatrix *mla;       /* [n_layers][2], MLA's absorbed k and v products (kr_layer.mla_k / mla_v) */
     void **mem;            /* owned quantized storage */
     int n_mem;
     int64_t clamped;       /* GGUF Q8_0 codes of -128 clamped to -127 by the exact re-encode */
@@ -389,6 +390,7 @@ static void quant_free(struct kr_quant *Q) {
     free(Q->shared);
     free(Q->dense);
     free(Q->attn);
+    free(Q->mla);
     kr_qmoe_ws_free(Q->ws);
     kr_qlinear_ws_free(&Q->lws);
     free(Q);
@@ -426,18 +428,25 @@ static void reencode_or_quantize(struct kr_quant *Q, const kr_matrix *w, int64_t
     kr_quantize_row(q, qr, row);
 }
 
-static kr_status quantize_matrix(struct kr_quant *Q, const kr_matrix *w, int bits, int gs, kr_qmatrix *out) {
-    KR_TRY(kr_qmatrix_shape(out, w->rows, w->cols, bits, gs));
+/* Shape + owned storage of a [rows, cols] quantized matrix. */
+static kr_status qmatrix_alloc(struct kr_quant *Q, int64_t rows, int64_t cols, int bits, int gs, kr_qmatrix *out) {
+    KR_TRY(kr_qmatrix_shape(out, rows, cols, bits, gs));
     uint8_t *q = quant_alloc(Q, (size_t)kr_qmatrix_qbytes(out));
     float *sc = quant_alloc(Q, (size_t)kr_qmatrix_sbytes(out));
-    float *row = malloc((size_t)w->cols * sizeof *row);
-    if (!q || !sc || !row) {
-        free(row);
-        return kr_fail(KR_ERR_NOMEM, "out of memory quantizing a [%lld, %lld] matrix", (long long)w->rows,
-                       (long long)w->cols);
-    }
+    if (!q || !sc)
+        return kr_fail(KR_ERR_NOMEM, "out of memory quantizing a [%lld, %lld] matrix", (long long)rows,
+                       (long long)cols);
     out->q = q;
     out->s = sc;
+    return KR_OK;
+}
+
+static kr_status quantize_matrix(struct kr_quant *Q, const kr_matrix *w, int bits, int gs, kr_qmatrix *out) {
+    KR_TRY(qmatrix_alloc(Q, w->rows, w->cols, bits, gs, out));
+    float *row = malloc((size_t)w->cols * sizeof *row);
+    if (!row)
+        return kr_fail(KR_ERR_NOMEM, "out of memory quantizing a [%lld, %lld] matrix", (long long)w->rows,
+                       (long long)w->cols);
     for (int64_t r = 0; r < w->rows; r++)
         reencode_or_quantize(Q, w, r, out, r, row);
     free(row);
@@ -522,8 +531,8 @@ static kr_status cache_path(const kr_model *m, const kr_quant_config *qc, char *
 
 static bool valid_bits(int b) { return b == 0 || b == 4 || b == 8; }
 
-/* The attention projections a QuantConfig's attention_bits quantizes. MLA's kv_b stays as loaded: the
- * absorbed form reads it row by row per head, and it is small (kv_lora_rank wide). */
+/* The attention projections a QuantConfig's attention_bits quantizes (kr_matmul uses them through
+ * kr_matrix.q). MLA's kv_b / k_b / v_b are not projections of the absorbed form: quantize_mla. */
 enum { KR_ATTN_MATRICES = 9 };
 static void attention_matrices(kr_layer *L, kr_matrix *out[KR_ATTN_MATRICES]) {
     kr_matrix *all[KR_ATTN_MATRICES] = {&L->q_proj, &L->q_a, &L->q_b, &L->kv_a, &L->o_proj,
@@ -531,10 +540,50 @@ static void attention_matrices(kr_layer *L, kr_matrix *out[KR_ATTN_MATRICES]) {
     memcpy(out, all, sizeof all);
 }
 
+/* MLA's absorbed products (deepseek2.c) on the integer kernels: k_b / v_b quantized row by row (exact
+ * re-encodes for GGUF Q4_0 / Q8_0), or, from the legacy kv_b, its v rows likewise and its k rows
+ * ([Dn rows of C] per head) transposed in float into k_b's orientation ([C rows of Dn]) and quantized:
+ * a transposed row crosses the source's groups, so no exact re-encode exists for it. Both layouts then
+ * take one path. qk_nope_head_dim 0 has no k product and stays on the float path. */
+static kr_status quantize_mla(kr_model *m, struct kr_quant *Q, int l, int bits, int gs) {
+    const kr_hparams *hp = &m->hp;
+    kr_layer *L = &m->layers[l];
+    int64_t H = hp->n_heads, Dn = hp->qk_nope_dim, Dv = hp->v_head_dim, C = hp->kv_lora_rank;
+    if ((!L->k_b.rows && !L->kv_b.rows) || Dn == 0)
+        return KR_OK; /* not MLA */
+    kr_qmatrix *k = &Q->mla[2 * l], *v = &Q->mla[2 * l + 1];
+    if (L->k_b.rows) {
+        KR_TRY(quantize_matrix(Q, &L->k_b, bits, gs, k));
+        KR_TRY(quantize_matrix(Q, &L->v_b, bits, gs, v));
+    } else {
+        KR_TRY(qmatrix_alloc(Q, H * C, Dn, bits, gs, k));
+        KR_TRY(qmatrix_alloc(Q, H * Dv, C, bits, gs, v));
+        float *kt = malloc((size_t)(Dn * C + (C > Dn ? C : Dn)) * sizeof *kt), *row = kt + Dn * C;
+        if (!kt)
+            return kr_fail(KR_ERR_NOMEM, "out of memory quantizing layer %d's kv_b", l);
+        for (int64_t h = 0; h < H; h++) {
+            for (int64_t d = 0; d < Dn; d++)
+                kr_matrix_row(&L->kv_b, h * (Dn + Dv) + d, kt + d * C);
+            for (int64_t c = 0; c < C; c++) {
+                for (int64_t d = 0; d < Dn; d++)
+                    row[d] = kt[d * C + c];
+                kr_quantize_row(k, h * C + c, row);
+            }
+            for (int64_t d = 0; d < Dv; d++)
+                reencode_or_quantize(Q, &L->kv_b, h * (Dn + Dv) + Dn + d, v, h * Dv + d, row);
+        }
+        free(kt);
+    }
+    L->mla_k = k;
+    L->mla_v = v;
+    return KR_OK;
+}
+
 static kr_status quantize_attention(kr_model *m, struct kr_quant *Q, int bits, int gs) {
     int n = m->hp.n_layers;
     Q->attn = calloc((size_t)n * KR_ATTN_MATRICES, sizeof *Q->attn);
-    if (!Q->attn)
+    Q->mla = calloc((size_t)n * 2, sizeof *Q->mla);
+    if (!Q->attn || !Q->mla)
         return kr_fail(KR_ERR_NOMEM, "out of memory");
     for (int l = 0; l < n; l++) {
         kr_matrix *mats[KR_ATTN_MATRICES];
@@ -546,6 +595,7 @@ static kr_status quantize_attention(kr_model *m, struct kr_quant *Q, int bits, i
             KR_TRY(quantize_matrix(Q, mats[i], bits, gs, q));
             mats[i]->q = q;
         }
+        KR_TRY(quantize_mla(m, Q, l, bits, gs));
     }
     return KR_OK;
 }
@@ -557,6 +607,7 @@ static void detach_attention(kr_model *m) {
         attention_matrices(&m->layers[l], mats);
         for (int i = 0; i < KR_ATTN_MATRICES; i++)
             mats[i]->q = NULL;
+        m->layers[l].mla_k = m->layers[l].mla_v = NULL;
     }
 }
 

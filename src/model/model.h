@@ -26,6 +26,10 @@ typedef struct {
     /* GGUF files from current converters split kv_b: k_b [H*C rows of Dn] (Wk_b transposed per head)
      * and v_b [H*Dv rows of C]; when k_b.rows is set they are used instead of kv_b */
     kr_matrix k_b, v_b;
+    /* attention_bits (model.c): the weights of the two absorbed-MLA products, quantized for the integer
+     * kernels in k_b / v_b's orientation whichever layout was loaded: Wk_b^T per head [H*C rows of Dn]
+     * and Wv_b [H*Dv rows of C]. NULL on the float path. */
+    const struct kr_qmatrix *mla_k, *mla_v;
     float *q_a_norm, *kv_a_norm;
     float *q_a_bias, *kv_a_bias;   /* attention_bias only */
 
@@ -120,7 +124,7 @@ kr_status kr_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64_t n
 /* ---- used by the family files ---- */
 
 /* Scratch slots of kr_forward (kr_model.scratch): the stack, the MoE layer, the float MLP, and
- * KR_SLOT_ATTN .. KR_SLOT_ATTN + 7 for the attention of the family files. */
+ * KR_SLOT_ATTN .. KR_SLOT_ATTN + 10 for the attention of the family files. */
 enum {
     KR_SLOT_X, KR_SLOT_XN, KR_SLOT_TMP,
     KR_SLOT_MOE_LOGITS, KR_SLOT_MOE_SCRATCH, KR_SLOT_MOE_IDX, KR_SLOT_MOE_W, KR_SLOT_MOE_START,
