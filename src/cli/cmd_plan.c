@@ -52,11 +52,7 @@ int kr_cmd_plan(int argc, char **argv) {
     rq.kv_fp8 = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int q = kr_quant_flag(argc, argv, &i, &rq.qc);
-        if (q == 2)
-            return 2;
-        if (q == 1)
-            continue;
+        int q = 0;
         if ((!strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "--synthetic")) && v)
             model = argv[++i];
         else if (!strcmp(a, "--vram") && v)
@@ -82,6 +78,9 @@ int kr_cmd_plan(int argc, char **argv) {
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage, stdout);
             return 0;
+        } else if ((q = kr_quant_flag(argc, argv, &i, &rq.qc)) != 0) {
+            if (q == 2)
+                return 2;
         } else {
             fprintf(stderr, "krasis plan: unexpected argument '%s'\n%s", a, usage);
             return 2;

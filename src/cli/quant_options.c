@@ -1,6 +1,8 @@
 /* Parsing of the quantization flags (quant_options.h). */
 #include "cli/quant_options.h"
 
+#include "backend/cuda/vram_plan.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +25,38 @@ static int int_value(const char *flag, const char *v, const int *allowed, int n,
     return 2;
 }
 
+/* --gpu, --kv-dtype, --expert-mode, --vram: where the forward runs (kr_gpu_config) */
+static int gpu_flag(const char *a, const char *v, kr_gpu_config *g) {
+    if (!strcmp(a, "--kv-dtype")) {
+        if (v && (!strcmp(v, "bf16") || !strcmp(v, "fp8"))) {
+            g->kv_fp8 = !strcmp(v, "fp8");
+            return 0;
+        }
+        fprintf(stderr, "krasis: --kv-dtype: '%s' is not bf16 or fp8\n", v ? v : "(missing)");
+        return 2;
+    }
+    if (!strcmp(a, "--expert-mode")) {
+        g->experts_cpu = v && !strcmp(v, "cpu");
+        if (g->experts_cpu || kr_expert_mode_parse(v ? v : "", &g->experts) == KR_OK)
+            return 0;
+        fprintf(stderr, "krasis: %s (or cpu: routed experts on the CPU)\n", kr_error());
+        return 2;
+    }
+    int64_t bytes = v ? kr_parse_size(v) : -1;
+    if (bytes <= 0) {
+        fprintf(stderr, "krasis: --vram: '%s' is not a size such as 16G\n", v ? v : "(missing)");
+        return 2;
+    }
+    g->vram_cap = bytes;
+    return 0;
+}
+
 int kr_quant_flag(int argc, char **argv, int *i, kr_quant_config *qc) {
     const char *a = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    if (!strcmp(a, "--gpu")) {
+        qc->gpu.on = true;
+        return 1;
+    }
     static const int bits[] = {4, 8}, gs[] = {32, 64, 128}, any[] = {-1};
     int *dst = !strcmp(a, "--expert-bits")    ? &qc->routed_bits
                : !strcmp(a, "--shared-bits")  ? &qc->shared_bits
@@ -54,7 +86,9 @@ int kr_quant_flag(int argc, char **argv, int *i, kr_quant_config *qc) {
             return 2;
         }
         rc = 0;
-    } else
+    } else if (!strcmp(a, "--kv-dtype") || !strcmp(a, "--expert-mode") || !strcmp(a, "--vram"))
+        rc = gpu_flag(a, v, &qc->gpu);
+    else
         return 0;
     if (rc)
         return rc;

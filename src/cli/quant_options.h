@@ -1,6 +1,6 @@
 /* The quantization flags every model-running command accepts (run, chat, perplexity, logits, bench):
  * --expert-bits 4|8  --shared-bits  --dense-bits  --lm-head-bits  --group-size G  --quant-config FILE
- * --cache-dir DIR  --threads N. */
+ * --cache-dir DIR  --threads N, and where the forward runs: --gpu --kv-dtype --expert-mode --vram. */
 #ifndef KR_CLI_QUANT_OPTIONS_H
 #define KR_CLI_QUANT_OPTIONS_H
 
@@ -10,7 +10,11 @@
     "  --expert-bits 4|8    quantize routed experts (cache file built once)  --group-size 32|64|128 (128)\n" \
     "  --shared-bits, --attention-bits, --dense-bits, --lm-head-bits 4|8  quantize those too\n"             \
     "  --quant-config FILE.json  the same as a file\n"                                                       \
-    "  --cache-dir DIR      expert cache location (default ~/.cache/krasis/<model>)  --threads N\n"
+    "  --cache-dir DIR      expert cache location (default ~/.cache/krasis/<model>)  --threads N\n" \
+    "  --gpu                run every non-expert op on the GPU (CUDA builds)  --kv-dtype bf16|fp8 (bf16)\n" \
+    "  --expert-mode auto|cpu|persistent|grouped:N|chunked  routed experts in VRAM for prefill (auto: the\n" \
+    "                       fastest that fits; persistent: decode on the GPU too) or on the CPU\n" \
+    "  --vram SIZE          cap the VRAM krasis uses, e.g. 16G\n"
 
 /* If argv[*i] is a quantization flag, consumes it (and its value), sets qc and returns 1; returns 0 when
  * it is not one, and 2 after printing an error for a bad value. */

@@ -17,10 +17,14 @@
 #include "backend/cpu/threadpool.h"
 #include "base/mapfile.h"
 #include "weights/expert_cache.h"
+#include "backend/cuda/moe_cache.h"
 #include "model/gguf_model.h"
 #include "weights/ggml_requant.h"
 #include "backend/cpu/rope.h"
 #include "backend/cpu/router.h"
+#ifdef KRASIS_HAVE_CUDA
+#include "model/gpu_model.h"
+#endif
 
 /* ---------------------------------------------------------------- binding */
 
@@ -250,6 +254,9 @@ static void quant_free(struct kr_quant *Q);
 void kr_model_close(kr_model *m) {
     if (!m)
         return;
+#ifdef KRASIS_HAVE_CUDA
+    kr_gpu_model_destroy(m->gpu);
+#endif
     quant_free(m->quant);
     kr_scratch_free(&m->scratch);
     free(m->dir);
@@ -279,6 +286,10 @@ static void kv_widths(const kr_hparams *hp, int64_t *k, int64_t *v) {
 }
 
 int64_t kr_kv_cache_bytes_per_token(const kr_model *m) {
+#ifdef KRASIS_HAVE_CUDA
+    if (m->gpu)
+        return kr_gpu_kv_bytes_per_token(m);
+#endif
     int64_t k, v;
     kv_widths(&m->hp, &k, &v);
     return (k + v) * (int64_t)sizeof(float) * m->hp.n_layers;
@@ -296,6 +307,13 @@ kr_status kr_kv_cache_create(const kr_model *m, kr_kv_cache **out) {
         kr_kv_cache_free(kv);
         return kr_fail(KR_ERR_NOMEM, "out of memory");
     }
+#ifdef KRASIS_HAVE_CUDA
+    kr_status st = m->gpu ? kr_gpu_kv_create(m, kv) : KR_OK;
+    if (st != KR_OK) {
+        kr_kv_cache_free(kv);
+        return st;
+    }
+#endif
     *out = kv;
     return KR_OK;
 }
@@ -305,6 +323,10 @@ float *kr_model_scratch(kr_model *m, int slot, int64_t n) {
 }
 
 kr_status kr_kv_cache_reserve(kr_kv_cache *kv, int64_t need) {
+#ifdef KRASIS_HAVE_CUDA
+    if (kv->gpu)
+        return kr_gpu_kv_reserve(kv, need);
+#endif
     if (need <= kv->cap)
         return KR_OK;
     int64_t cap = kv->cap ? kv->cap : 64;
@@ -331,6 +353,9 @@ void kr_kv_cache_reset(kr_kv_cache *kv) { kv->len = 0; }
 void kr_kv_cache_free(kr_kv_cache *kv) {
     if (!kv)
         return;
+#ifdef KRASIS_HAVE_CUDA
+    kr_gpu_kv_free(kv);
+#endif
     for (int l = 0; l < kv->n_layers; l++) {
         if (kv->k)
             free(kv->k[l]);
@@ -611,7 +636,7 @@ static void detach_attention(kr_model *m) {
     }
 }
 
-kr_status kr_model_quantize(kr_model *m, const kr_quant_config *qc) {
+static kr_status quantize_components(kr_model *m, const kr_quant_config *qc) {
     kr_quant_config planned;
     if (m->gguf) { /* a GGUF's experts are quantized the way the file is, unless flags say otherwise */
         KR_TRY(kr_gguf_quant_plan(m, qc, &planned));
@@ -691,6 +716,17 @@ kr_status kr_model_quantize(kr_model *m, const kr_quant_config *qc) {
     return s;
 }
 
+kr_status kr_model_quantize(kr_model *m, const kr_quant_config *qc) {
+    KR_TRY(quantize_components(m, qc));
+    if (!qc->gpu.on)
+        return KR_OK;
+#ifdef KRASIS_HAVE_CUDA
+    return kr_gpu_model_create(m, qc);
+#else
+    return kr_fail(KR_ERR_UNSUPPORTED, "--gpu: this krasis was built without CUDA (nvcc was not found at build time)");
+#endif
+}
+
 static int parse_dtype(const char *v) { return !strcmp(v, "int4") ? 4 : !strcmp(v, "int8") ? 8 : !strcmp(v, "bf16") ? 0 : -1; }
 
 kr_status kr_quant_config_load(const char *path, kr_quant_config *qc) {
@@ -757,47 +793,28 @@ static kr_status qffn(const kr_model *m, int l, const float *x, int64_t T, const
     return kr_qmoe_forward(&q, Q->ws, x, T, idx, w, routed ? K : 0, out);
 }
 
-/* Routed experts run on the tokens routed to them, gathered (each expert's weights are read once per
- * call, whatever T is); then the shared experts on all tokens. */
-static kr_status moe_forward(kr_model *m, const kr_layer *L, const float *x, int64_t T, float *out) {
+/* out [T, D] = the routed experts' weighted outputs for T tokens routed by idx / w (K per token), each
+ * expert's weights read once per call whatever T is (its tokens are gathered); qshared (quantized path
+ * only, may be NULL) is fused into the same parallel region. */
+static kr_status routed_ffn(kr_model *m, int l, const float *x, int64_t T, const int *idx, const float *w,
+                            const kr_qexpert *qshared, float *out) {
     const kr_router_config *rc = &m->hp.router;
     int E = rc->n_experts, K = rc->top_k;
     int64_t D = m->hp.hidden;
+    if (m->quant && m->quant->cfg.routed_bits)
+        return qffn(m, l, x, T, idx, w, K, true, qshared, out);
     kr_scratch *sc = &m->scratch;
-    float *logits = kr_model_scratch(m, KR_SLOT_MOE_LOGITS, T * E);
-    float *scratch = kr_model_scratch(m, KR_SLOT_MOE_SCRATCH, 4 * E);
-    int *idx = kr_scratch_get(sc, KR_SLOT_MOE_IDX, (size_t)(T * K) * sizeof *idx);
-    float *w = kr_model_scratch(m, KR_SLOT_MOE_W, T * K);
     int64_t *start = kr_scratch_get(sc, KR_SLOT_MOE_START, ((size_t)E + 1) * sizeof *start);
     int64_t *slot_tok = kr_scratch_get(sc, KR_SLOT_MOE_SLOT_TOK, (size_t)(T * K) * sizeof *slot_tok);
     float *slot_w = kr_model_scratch(m, KR_SLOT_MOE_SLOT_W, T * K);
     int64_t *fill = kr_scratch_get(sc, KR_SLOT_MOE_FILL, (size_t)E * sizeof *fill);
     float *xe = kr_model_scratch(m, KR_SLOT_MOE_XE, T * D), *ye = kr_model_scratch(m, KR_SLOT_MOE_YE, T * D);
-    if (!logits || !scratch || !idx || !w || !start || !slot_tok || !slot_w || !fill || !xe || !ye)
+    if (!start || !slot_tok || !slot_w || !fill || !xe || !ye)
         return kr_fail(KR_ERR_NOMEM, "out of memory in the MoE layer");
     memset(start, 0, ((size_t)E + 1) * sizeof *start);
     memset(fill, 0, (size_t)E * sizeof *fill);
-    kr_status s;
-    s = kr_matmul(&L->router, x, T, logits);
-    if (s != KR_OK)
-        goto done;
-    for (int64_t t = 0; t < T; t++) {
-        kr_route(rc, logits + t * E, L->router_bias, idx + t * K, w + t * K, scratch);
-        for (int k = 0; k < K; k++)
-            start[idx[t * K + k] + 1]++;
-    }
-    int l = (int)(L - m->layers);
-    bool qrouted = m->quant && m->quant->cfg.routed_bits;
-    const kr_qexpert *qshared = m->quant && L->has_shared && m->quant->shared[l].inter ? &m->quant->shared[l] : NULL;
-    if (qrouted) {
-        s = qffn(m, l, x, T, idx, w, K, true, qshared, out);
-        if (s == KR_OK && L->has_shared && !qshared) {
-            s = mlp_forward_scratch(m, &L->shared, x, T, ye);
-            if (s == KR_OK)
-                kr_add(out, ye, T * D);
-        }
-        goto done;
-    }
+    for (int64_t i = 0; i < T * K; i++)
+        start[idx[i] + 1]++;
     for (int e = 0; e < E; e++)
         start[e + 1] += start[e];
     /* counting sort of (token, weight) slots by expert */
@@ -808,8 +825,9 @@ static kr_status moe_forward(kr_model *m, const kr_layer *L, const float *x, int
             slot_tok[at] = t;
             slot_w[at] = w[t * K + k];
         }
-
     memset(out, 0, (size_t)(T * D) * sizeof *out);
+    kr_status s = KR_OK;
+    const kr_layer *L = &m->layers[l];
     for (int e = 0; e < E && s == KR_OK; e++) {
         int64_t n = start[e + 1] - start[e];
         if (n == 0)
@@ -824,13 +842,68 @@ static kr_status moe_forward(kr_model *m, const kr_layer *L, const float *x, int
                 o[d] += wt * ye[i * D + d];
         }
     }
-    if (s == KR_OK && L->has_shared) {
-        s = qshared ? qffn(m, l, x, T, NULL, NULL, 0, false, qshared, ye) : mlp_forward_scratch(m, &L->shared, x, T, ye);
+    if (s == KR_OK && qshared) {
+        s = qffn(m, l, x, T, NULL, NULL, 0, false, qshared, ye);
         if (s == KR_OK)
             kr_add(out, ye, T * D);
     }
-done:
     return s;
+}
+
+const kr_qexpert *kr_model_routed_qexperts(const kr_model *m, int l) {
+    const struct kr_quant *Q = m->quant;
+    if (!Q || !Q->cfg.routed_bits || Q->moe_slot[l] < 0)
+        return NULL;
+    return &Q->cache.experts[(size_t)Q->moe_slot[l] * (size_t)m->hp.router.n_experts];
+}
+
+kr_status kr_model_open_gpu_cache(kr_model *m, const kr_quant_config *qc, kr_gcache *out) {
+    struct kr_quant *Q = m->quant;
+    if (!Q || !Q->cfg.routed_bits)
+        return kr_fail(KR_ERR_ARG, "routed experts in VRAM need quantized experts (--expert-bits 4|8)");
+    kr_quant_config c = Q->cfg;
+    c.cache_dir = qc->cache_dir;
+    char path[PATH_MAX], name[64];
+    KR_TRY(cache_path(m, &c, path, sizeof path));
+    char *slash = strrchr(path, '/');
+    kr_gcache_file_name(c.routed_bits, c.group_size, name, sizeof name);
+    if ((size_t)snprintf(slash + 1, sizeof path - (size_t)(slash + 1 - path), "%s", name) >=
+        sizeof path - (size_t)(slash + 1 - path))
+        return kr_fail(KR_ERR_ARG, "GPU expert cache path too long");
+    kr_gcache_source src = {.experts = Q->cache.experts, .rows = expert_rows, .ctx = m};
+    return kr_gcache_open(path, &Q->cache.key, &src, out);
+}
+
+kr_status kr_model_routed_ffn(kr_model *m, int l, const float *x, int64_t T, const int32_t *idx, const float *w,
+                              float *out) {
+    return routed_ffn(m, l, x, T, idx, w, NULL, out);
+}
+
+/* router, routed experts and shared experts of one MoE layer */
+static kr_status moe_forward(kr_model *m, const kr_layer *L, const float *x, int64_t T, float *out) {
+    const kr_router_config *rc = &m->hp.router;
+    int E = rc->n_experts, K = rc->top_k;
+    int64_t D = m->hp.hidden;
+    float *logits = kr_model_scratch(m, KR_SLOT_MOE_LOGITS, T * E);
+    float *scratch = kr_model_scratch(m, KR_SLOT_MOE_SCRATCH, 4 * E);
+    int *idx = kr_scratch_get(&m->scratch, KR_SLOT_MOE_IDX, (size_t)(T * K) * sizeof *idx);
+    float *w = kr_model_scratch(m, KR_SLOT_MOE_W, T * K);
+    if (!logits || !scratch || !idx || !w)
+        return kr_fail(KR_ERR_NOMEM, "out of memory in the MoE layer");
+    KR_TRY(kr_matmul(&L->router, x, T, logits));
+    for (int64_t t = 0; t < T; t++)
+        kr_route(rc, logits + t * E, L->router_bias, idx + t * K, w + t * K, scratch);
+    int l = (int)(L - m->layers);
+    const kr_qexpert *qshared = m->quant && L->has_shared && m->quant->shared[l].inter ? &m->quant->shared[l] : NULL;
+    KR_TRY(routed_ffn(m, l, x, T, idx, w, qshared, out));
+    if (L->has_shared && !qshared) {
+        float *ye = kr_model_scratch(m, KR_SLOT_MOE_YE, T * D); /* free again once routed_ffn returned */
+        if (!ye)
+            return kr_fail(KR_ERR_NOMEM, "out of memory in the MoE layer");
+        KR_TRY(mlp_forward_scratch(m, &L->shared, x, T, ye));
+        kr_add(out, ye, T * D);
+    }
+    return KR_OK;
 }
 
 /* ---------------------------------------------------------------- the stack */
@@ -843,6 +916,10 @@ kr_status kr_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64_t n
         if (ids[t] < 0 || ids[t] >= hp->vocab)
             return kr_fail(KR_ERR_ARG, "token id %d at position %lld is outside the vocabulary [0, %lld)", ids[t],
                            (long long)t, (long long)hp->vocab);
+#ifdef KRASIS_HAVE_CUDA
+    if (m->gpu)
+        return kr_gpu_forward(m, kv, ids, n, all_positions, logits);
+#endif
     KR_TRY(kr_kv_cache_reserve(kv, kv->len + n));
     int64_t D = hp->hidden;
     float *x = kr_model_scratch(m, KR_SLOT_X, n * D), *xn = kr_model_scratch(m, KR_SLOT_XN, n * D),

@@ -7,6 +7,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "backend/cpu/moe.h"
+#include "backend/cuda/expert_mode.h"
+#include "backend/cuda/moe_cache.h"
 #include "base/scratch.h"
 #include "base/status.h"
 #include "model/config.h"
@@ -58,6 +61,21 @@ typedef struct {
     int64_t bytes_by_ggml[64];     /* GGUF block-quantized tensors, by ggml type id (KR_GGML_TYPE_LIMIT) */
 } kr_model_stats;
 
+/* Where the forward pass runs (--gpu, --kv-dtype, --expert-mode, --vram). With `on`, every non-expert op
+ * runs on the GPU (model/gpu_model.c). The routed experts: with experts_cpu always on the CPU (hybrid: the
+ * CPU kernels fed from the GPU each MoE layer); otherwise, when they are quantized, in VRAM per `experts`
+ * (backend/cuda/expert_mode.h: auto, persistent, grouped:N, chunked) for prefill, and for decode too when
+ * they are all resident (persistent); decode in the other modes is hybrid. */
+typedef struct {
+    bool on;
+    bool kv_fp8;            /* FP8 E4M3 KV cache (else BF16) */
+    bool experts_cpu;       /* --expert-mode cpu */
+    kr_expert_mode experts; /* the residency mode asked for (auto by default) */
+    int64_t vram_cap;       /* bytes the GPU path may use; 0: all free memory */
+    int64_t experts_min_tokens; /* smallest chunk whose experts run in VRAM when not all are resident
+                                   (0: 64); decode is a chunk of 1 */
+} kr_gpu_config;
+
 /* Which components run quantized (DESIGN.md section 3). 0 keeps a component as loaded (BF16/F16/F32/FP8
  * through the float32 reference path); 4 or 8 quantize it to INT4/INT8 with group size group_size.
  * Routed experts go through the expert cache file; the others are quantized in memory at load. */
@@ -67,6 +85,7 @@ typedef struct {
     bool group_size_given; /* set by --group-size / the QuantConfig file; else a GGUF may pick 32 */
     const char *cache_dir; /* NULL: ~/.cache/krasis/<model id>/ */
     int threads;           /* 0: one per physical core */
+    kr_gpu_config gpu;
 } kr_quant_config;
 
 typedef struct kr_model {
@@ -83,6 +102,7 @@ typedef struct kr_model {
     struct kr_quant *quant;        /* NULL: the float32 reference path everywhere */
     kr_scratch scratch;            /* the forward pass's working buffers (KR_SLOT_*), reused step to step */
     struct kr_gguf_set *gguf;      /* set when opened from a GGUF file (then st is unused) */
+    struct kr_gpu_model *gpu;      /* set by kr_model_quantize with qc->gpu.on: the forward runs on the GPU */
 } kr_model;
 
 /* KV cache of one sequence. GQA rows: k and v of all kv heads. MLA rows: [normalized latent (C) |
@@ -92,6 +112,7 @@ typedef struct kr_kv_cache {
     int n_layers;
     int64_t k_width, v_width;
     float **k, **v;
+    struct kr_gpu_kv *gpu;         /* a GPU model's cache lives in VRAM (then k and v are unused) */
 } kr_kv_cache;
 
 /* path: a Hugging Face model directory, or a GGUF file (detected by its magic; any shard of a split set). */
@@ -121,7 +142,17 @@ int64_t kr_kv_cache_bytes_per_token(const kr_model *m);
  * logits: [n, vocab] when all_positions, else [vocab] for the last position. */
 kr_status kr_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64_t n, bool all_positions, float *logits);
 
-/* ---- used by the family files ---- */
+/* ---- used by the family files and the GPU path ---- */
+
+/* The routed experts of MoE layer l on the CPU (quantized kernels when routed experts are quantized, else
+ * the float path): out [T, hidden] = sum_k w[t, k] expert_{idx[t, k]}(x[t]). Hybrid GPU decode calls it. */
+kr_status kr_model_routed_ffn(kr_model *m, int l, const float *x, int64_t T, const int32_t *idx, const float *w,
+                              float *out);
+/* The quantized routed experts of MoE layer l ([n_experts]), or NULL when they are not quantized. */
+const kr_qexpert *kr_model_routed_qexperts(const kr_model *m, int l);
+/* The GPU expert cache file of the quantized routed experts (backend/cuda/moe_cache.h), next to the CPU
+ * cache with the same bits, group size and key, built from the CPU quantization on first use. */
+kr_status kr_model_open_gpu_cache(kr_model *m, const kr_quant_config *qc, kr_gcache *out);
 
 /* Scratch slots of kr_forward (kr_model.scratch): the stack, the MoE layer, the float MLP, and
  * KR_SLOT_ATTN .. KR_SLOT_ATTN + 10 for the attention of the family files. */

@@ -130,6 +130,14 @@ kr_status kr_cuda_copy(void *dst, const void *src, size_t bytes, kr_cuda_stream 
     return KR_OK;
 }
 
+kr_status kr_cuda_copy_2d(void *dst, size_t dst_pitch, const void *src, size_t src_pitch, size_t width, size_t height,
+                          kr_cuda_stream s) {
+    if (width == 0 || height == 0)
+        return KR_OK;
+    KR_CU(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, height, cudaMemcpyDefault, s));
+    return KR_OK;
+}
+
 kr_status kr_cuda_memset(void *p, int byte, size_t bytes, kr_cuda_stream s) {
     KR_CU(cudaMemsetAsync(p, byte, bytes, s));
     return KR_OK;
@@ -179,6 +187,11 @@ void kr_cuda_event_destroy(kr_cuda_event e) {
 
 kr_status kr_cuda_event_record(kr_cuda_event e, kr_cuda_stream s) {
     KR_CU(cudaEventRecord(e, s));
+    return KR_OK;
+}
+
+kr_status kr_cuda_event_sync(kr_cuda_event e) {
+    KR_CU(cudaEventSynchronize(e));
     return KR_OK;
 }
 

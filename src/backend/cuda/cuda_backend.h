@@ -55,6 +55,9 @@ void kr_cuda_host_free(void *p);
 kr_status kr_cuda_to_device(void *dst, const void *src, size_t bytes, kr_cuda_stream s);
 kr_status kr_cuda_to_host(void *dst, const void *src, size_t bytes, kr_cuda_stream s);
 kr_status kr_cuda_copy(void *dst, const void *src, size_t bytes, kr_cuda_stream s);
+/* height rows of width bytes, rows dst_pitch / src_pitch bytes apart (either side host or device) */
+kr_status kr_cuda_copy_2d(void *dst, size_t dst_pitch, const void *src, size_t src_pitch, size_t width, size_t height,
+                          kr_cuda_stream s);
 kr_status kr_cuda_memset(void *p, int byte, size_t bytes, kr_cuda_stream s);
 /* Fills n elements of dtype dt with NaN (tests poison outputs with it before each run). */
 kr_status kr_cuda_fill_nan(void *p, kr_cuda_dtype dt, int64_t n, kr_cuda_stream s);
@@ -67,6 +70,8 @@ kr_status kr_cuda_device_sync(void);
 kr_status kr_cuda_event_create(kr_cuda_event *e);
 void kr_cuda_event_destroy(kr_cuda_event e);
 kr_status kr_cuda_event_record(kr_cuda_event e, kr_cuda_stream s);
+/* waits on the host until the work before the event's record has finished */
+kr_status kr_cuda_event_sync(kr_cuda_event e);
 /* milliseconds between two recorded events (waits for `end`) */
 kr_status kr_cuda_event_elapsed(kr_cuda_event start, kr_cuda_event end, float *ms);
 

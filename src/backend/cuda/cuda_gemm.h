@@ -20,6 +20,18 @@ void kr_cuda_blas_destroy(kr_cuda_blas *h);
 kr_status kr_cuda_gemm_bf16(kr_cuda_blas *h, kr_cuda_dtype y_dt, void *y, const void *x, const void *w, int64_t T,
                             int64_t N, int64_t K, float alpha, float beta, kr_cuda_stream s);
 
+/* `batch` independent GEMMs y_b = alpha * x_b W_b^T + beta * y_b with row strides ldx / ldy (elements) and
+ * element offsets stride_* from one problem to the next; W_b rows are K apart. MLA's per-head products:
+ * the heads of a [T, H, d] tensor are batch b = h with ldx = H * d and stride_x = d. */
+kr_status kr_cuda_gemm_bf16_batched(kr_cuda_blas *h, kr_cuda_dtype y_dt, void *y, int64_t ldy, int64_t stride_y,
+                                    const void *x, int64_t ldx, int64_t stride_x, const void *w, int64_t stride_w,
+                                    int64_t T, int64_t N, int64_t K, int64_t batch, float alpha, float beta,
+                                    kr_cuda_stream s);
+
+/* y = x W^T + beta * y in float32 throughout (no TF32): the router, whose top-k must match the CPU's. */
+kr_status kr_cuda_gemm_f32(kr_cuda_blas *h, float *y, const float *x, const float *w, int64_t T, int64_t N, int64_t K,
+                           float beta, kr_cuda_stream s);
+
 /* Symmetric per-row INT8 quantization: q[r, :] = round(x[r, :] / scale[r]), scale[r] = max|x[r, :]| / 127
  * (1 when the row is zero). x: f32 or bf16. */
 kr_status kr_cuda_quantize_rows_i8(kr_cuda_dtype x_dt, const void *x, int64_t rows, int64_t n, int8_t *q, float *scale,

@@ -14,6 +14,10 @@ extern "C" {
  * Also the per-head q/k norm: rows = tokens * heads, n = head_dim. */
 kr_status kr_cuda_rmsnorm(kr_cuda_dtype dt, void *out, const void *x, const float *w, int64_t rows, int64_t n,
                           float eps, kr_cuda_stream s);
+/* The same with row strides (ld_out, ld_x elements) and the output in another dtype: f32 -> bf16 is the
+ * norm before a bf16 GEMM; x and out rows may be wider than n (MLA normalizes the latent part of a row). */
+kr_status kr_cuda_rmsnorm_ex(kr_cuda_dtype out_dt, void *out, int64_t ld_out, kr_cuda_dtype x_dt, const void *x,
+                             int64_t ld_x, const float *w, int64_t rows, int64_t n, float eps, kr_cuda_stream s);
 
 /* RoPE over a [T, heads, ...] tensor in place: for token t, head h, the element block
  * x + t * token_stride + h * head_stride + offset holds the rope_dim rotated dims. Pairs are (i, i + dim/2)

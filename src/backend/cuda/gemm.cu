@@ -19,10 +19,20 @@
 enum { PLAN_SLOTS = 64 };
 static const size_t WORKSPACE = 32u << 20;
 
+/* Leading dimensions (row strides, elements) and batching of one problem; a plain GEMM has ldw = ldx = K,
+ * ldy = N and batch 1. */
+typedef struct {
+    int64_t ldw, ldx, ldy;
+    int64_t batch, stride_w, stride_x, stride_y;
+} lt_shape;
+
 typedef struct {
     int used;
     int64_t T, N, K;
-    int kind; /* 0 bf16 -> f32, 1 bf16 -> bf16, 2 int8 */
+    lt_shape g;
+    int kind; /* 0 bf16 -> f32, 1 bf16 -> bf16, 2 int8, 3 f32 */
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, ld;
     uint32_t align; /* the operands' alignments (log2 bytes, 4 x 8 bits): an algorithm chosen for 256-byte
                      * aligned pointers may not take less-aligned ones */
     cublasLtMatmulAlgo_t algo;
@@ -34,6 +44,18 @@ struct kr_cuda_blas {
     plan plans[PLAN_SLOTS];
     int next;
 };
+
+static void plan_release(plan *p) {
+    if (p->ld)
+        cublasLtMatrixLayoutDestroy(p->ld);
+    if (p->lb)
+        cublasLtMatrixLayoutDestroy(p->lb);
+    if (p->la)
+        cublasLtMatrixLayoutDestroy(p->la);
+    if (p->op)
+        cublasLtMatmulDescDestroy(p->op);
+    memset(p, 0, sizeof *p);
+}
 
 extern "C" kr_status kr_cuda_blas_create(kr_cuda_blas **out) {
     *out = NULL;
@@ -58,6 +80,8 @@ extern "C" kr_status kr_cuda_blas_create(kr_cuda_blas **out) {
 extern "C" void kr_cuda_blas_destroy(kr_cuda_blas *h) {
     if (!h)
         return;
+    for (int i = 0; i < PLAN_SLOTS; i++)
+        plan_release(&h->plans[i]);
     kr_cuda_free(h->workspace);
     cublasLtDestroy(h->lt);
     free(h);
@@ -81,19 +105,13 @@ static uint32_t log2u(uint32_t v) {
     return l;
 }
 
-/* Describes the TN problem, finds (or recalls) the algorithm and runs it. */
-static kr_status lt_matmul(kr_cuda_blas *h, int kind, cudaDataType_t ab_type, cudaDataType_t d_type,
-                           cublasComputeType_t compute, cudaDataType_t scale_type, const void *alpha,
-                           const void *beta, void *y, const void *x, const void *w, int64_t T, int64_t N, int64_t K,
-                           cudaStream_t s) {
-    cublasLtMatmulDesc_t op = NULL;
-    cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
+/* Describes the TN problem and picks cuBLASLt's algorithm for it, into p. */
+static kr_status plan_create(kr_cuda_blas *h, plan *p, cudaDataType_t ab_type, cudaDataType_t d_type,
+                             cublasComputeType_t compute, cudaDataType_t scale_type, const uint32_t al[3], int64_t T,
+                             int64_t N, int64_t K, const lt_shape *g) {
     cublasLtMatmulPreference_t pref = NULL;
     kr_status st = KR_OK;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    plan *p = NULL;
-    uint32_t al_a = alignment(w), al_b = alignment(x), al_d = alignment(y);
-    const uint32_t align = log2u(al_a) | log2u(al_b) << 8 | log2u(al_d) << 16;
 #define TRY_LT(call)                                                                                    \
     do {                                                                                                \
         cublasStatus_t e_ = (call);                                                                     \
@@ -103,56 +121,89 @@ static kr_status lt_matmul(kr_cuda_blas *h, int kind, cudaDataType_t ab_type, cu
             goto done;                                                                                  \
         }                                                                                               \
     } while (0)
-    TRY_LT(cublasLtMatmulDescCreate(&op, compute, scale_type));
-    TRY_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    TRY_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    TRY_LT(cublasLtMatrixLayoutCreate(&la, ab_type, (uint64_t)K, (uint64_t)N, K));
-    TRY_LT(cublasLtMatrixLayoutCreate(&lb, ab_type, (uint64_t)K, (uint64_t)T, K));
-    TRY_LT(cublasLtMatrixLayoutCreate(&ld, d_type, (uint64_t)N, (uint64_t)T, N));
-    for (int i = 0; i < PLAN_SLOTS; i++)
-        if (h->plans[i].used && h->plans[i].kind == kind && h->plans[i].T == T && h->plans[i].N == N &&
-            h->plans[i].K == K && h->plans[i].align == align)
-            p = &h->plans[i];
-    if (!p) {
+    TRY_LT(cublasLtMatmulDescCreate(&p->op, compute, scale_type));
+    TRY_LT(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    TRY_LT(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    TRY_LT(cublasLtMatrixLayoutCreate(&p->la, ab_type, (uint64_t)K, (uint64_t)N, g->ldw));
+    TRY_LT(cublasLtMatrixLayoutCreate(&p->lb, ab_type, (uint64_t)K, (uint64_t)T, g->ldx));
+    TRY_LT(cublasLtMatrixLayoutCreate(&p->ld, d_type, (uint64_t)N, (uint64_t)T, g->ldy));
+    if (g->batch > 1) {
+        int32_t count = (int32_t)g->batch;
+        cublasLtMatrixLayout_t l3[3] = {p->la, p->lb, p->ld};
+        const int64_t *strides[3] = {&g->stride_w, &g->stride_x, &g->stride_y};
+        for (int i = 0; i < 3; i++) {
+            TRY_LT(cublasLtMatrixLayoutSetAttribute(l3[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count));
+            TRY_LT(cublasLtMatrixLayoutSetAttribute(l3[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, strides[i],
+                                                    sizeof *strides[i]));
+        }
+    }
+    {
         cublasLtMatmulHeuristicResult_t res;
         int found = 0;
         TRY_LT(cublasLtMatmulPreferenceCreate(&pref));
         TRY_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &WORKSPACE,
                                                     sizeof WORKSPACE));
-        TRY_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
-        TRY_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
-        TRY_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof al_d));
-        TRY_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof al_d));
-        TRY_LT(cublasLtMatmulAlgoGetHeuristic(h->lt, op, la, lb, ld, ld, pref, 1, &res, &found));
+        TRY_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0], sizeof al[0]));
+        TRY_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], sizeof al[1]));
+        TRY_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], sizeof al[2]));
+        TRY_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2], sizeof al[2]));
+        TRY_LT(cublasLtMatmulAlgoGetHeuristic(h->lt, p->op, p->la, p->lb, p->ld, p->ld, pref, 1, &res, &found));
         if (found == 0) {
             st = kr_fail(KR_ERR_UNSUPPORTED, "cuBLASLt has no algorithm for a %lld x %lld x %lld GEMM of this type",
                          (long long)T, (long long)N, (long long)K);
             goto done;
         }
+        p->algo = res.algo;
+    }
+#undef TRY_LT
+done:
+    if (pref)
+        cublasLtMatmulPreferenceDestroy(pref);
+    if (st != KR_OK)
+        plan_release(p);
+    return st;
+}
+
+/* Finds (or makes) the plan of the problem and runs it. Plans keep their descriptors: a decode step's
+ * GEMMs then cost one cublasLtMatmul call each on the host, not a dozen descriptor calls. */
+static kr_status lt_matmul_ex(kr_cuda_blas *h, int kind, cudaDataType_t ab_type, cudaDataType_t d_type,
+                              cublasComputeType_t compute, cudaDataType_t scale_type, const void *alpha,
+                              const void *beta, void *y, const void *x, const void *w, int64_t T, int64_t N,
+                              int64_t K, const lt_shape *g, cudaStream_t s) {
+    uint32_t al[3] = {alignment(w), alignment(x), alignment(y)};
+    const uint32_t align = log2u(al[0]) | log2u(al[1]) << 8 | log2u(al[2]) << 16;
+    plan *p = NULL;
+    for (int i = 0; i < PLAN_SLOTS && !p; i++)
+        if (h->plans[i].used && h->plans[i].kind == kind && h->plans[i].T == T && h->plans[i].N == N &&
+            h->plans[i].K == K && h->plans[i].align == align && !memcmp(&h->plans[i].g, g, sizeof *g))
+            p = &h->plans[i];
+    if (!p) {
         p = &h->plans[h->next];
         h->next = (h->next + 1) % PLAN_SLOTS;
+        plan_release(p);
+        KR_TRY(plan_create(h, p, ab_type, d_type, compute, scale_type, al, T, N, K, g));
         p->used = 1;
         p->kind = kind;
         p->T = T;
         p->N = N;
         p->K = K;
+        p->g = *g;
         p->align = align;
-        p->algo = res.algo;
     }
-    TRY_LT(cublasLtMatmul(h->lt, op, alpha, w, la, x, lb, beta, y, ld, y, ld, &p->algo, h->workspace, WORKSPACE, s));
-#undef TRY_LT
-done:
-    if (pref)
-        cublasLtMatmulPreferenceDestroy(pref);
-    if (ld)
-        cublasLtMatrixLayoutDestroy(ld);
-    if (lb)
-        cublasLtMatrixLayoutDestroy(lb);
-    if (la)
-        cublasLtMatrixLayoutDestroy(la);
-    if (op)
-        cublasLtMatmulDescDestroy(op);
-    return st;
+    cublasStatus_t e = cublasLtMatmul(h->lt, p->op, alpha, w, p->la, x, p->lb, beta, y, p->ld, y, p->ld, &p->algo,
+                                      h->workspace, WORKSPACE, s);
+    if (e != CUBLAS_STATUS_SUCCESS)
+        return kr_fail(KR_ERR_IO, "cuBLASLt: cublasLtMatmul failed for a %lld x %lld x %lld GEMM: %s", (long long)T,
+                       (long long)N, (long long)K, cublasLtGetStatusString(e));
+    return KR_OK;
+}
+
+static kr_status lt_matmul(kr_cuda_blas *h, int kind, cudaDataType_t ab_type, cudaDataType_t d_type,
+                           cublasComputeType_t compute, cudaDataType_t scale_type, const void *alpha,
+                           const void *beta, void *y, const void *x, const void *w, int64_t T, int64_t N, int64_t K,
+                           cudaStream_t s) {
+    lt_shape g = {K, K, N, 1, 0, 0, 0};
+    return lt_matmul_ex(h, kind, ab_type, d_type, compute, scale_type, alpha, beta, y, x, w, T, N, K, &g, s);
 }
 
 extern "C" kr_status kr_cuda_gemm_bf16(kr_cuda_blas *h, kr_cuda_dtype y_dt, void *y, const void *x, const void *w,
@@ -163,6 +214,31 @@ extern "C" kr_status kr_cuda_gemm_bf16(kr_cuda_blas *h, kr_cuda_dtype y_dt, void
         return kr_fail(KR_ERR_ARG, "kr_cuda_gemm_bf16: output dtype %s (want f32 or bf16)", kr_cuda_dtype_name(y_dt));
     return lt_matmul(h, y_dt == KR_CU_F32 ? 0 : 1, CUDA_R_16BF, y_dt == KR_CU_F32 ? CUDA_R_32F : CUDA_R_16BF,
                      CUBLAS_COMPUTE_32F, CUDA_R_32F, &alpha, &beta, y, x, w, T, N, K, s);
+}
+
+extern "C" kr_status kr_cuda_gemm_bf16_batched(kr_cuda_blas *h, kr_cuda_dtype y_dt, void *y, int64_t ldy,
+                                               int64_t stride_y, const void *x, int64_t ldx, int64_t stride_x,
+                                               const void *w, int64_t stride_w, int64_t T, int64_t N, int64_t K,
+                                               int64_t batch, float alpha, float beta, kr_cuda_stream s) {
+    if (T == 0 || N == 0 || batch == 0)
+        return KR_OK;
+    if (y_dt != KR_CU_F32 && y_dt != KR_CU_BF16)
+        return kr_fail(KR_ERR_ARG, "kr_cuda_gemm_bf16_batched: output dtype %s (want f32 or bf16)",
+                       kr_cuda_dtype_name(y_dt));
+    if (ldx < K || ldy < N || batch < 1 || batch > 0x7fffffff)
+        return kr_fail(KR_ERR_ARG, "kr_cuda_gemm_bf16_batched: bad strides (ldx %lld < K %lld or ldy %lld < N %lld) "
+                       "or batch %lld", (long long)ldx, (long long)K, (long long)ldy, (long long)N, (long long)batch);
+    lt_shape g = {K, ldx, ldy, batch, stride_w, stride_x, stride_y};
+    return lt_matmul_ex(h, y_dt == KR_CU_F32 ? 0 : 1, CUDA_R_16BF, y_dt == KR_CU_F32 ? CUDA_R_32F : CUDA_R_16BF,
+                        CUBLAS_COMPUTE_32F, CUDA_R_32F, &alpha, &beta, y, x, w, T, N, K, &g, s);
+}
+
+extern "C" kr_status kr_cuda_gemm_f32(kr_cuda_blas *h, float *y, const float *x, const float *w, int64_t T, int64_t N,
+                                      int64_t K, float beta, kr_cuda_stream s) {
+    if (T == 0 || N == 0)
+        return KR_OK;
+    float alpha = 1.0f;
+    return lt_matmul(h, 3, CUDA_R_32F, CUDA_R_32F, CUBLAS_COMPUTE_32F, CUDA_R_32F, &alpha, &beta, y, x, w, T, N, K, s);
 }
 
 template <typename T>

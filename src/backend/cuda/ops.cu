@@ -4,10 +4,10 @@
 #include "backend/cuda/cuda_internal.cuh"
 #include "backend/cuda/cuda_ops.h"
 
-template <typename T>
-__global__ void rmsnorm_kernel(T *out, const T *x, const float *w, int64_t n, float eps) {
-    const T *xr = x + blockIdx.x * n;
-    T *orow = out + blockIdx.x * n;
+template <typename O, typename T>
+__global__ void rmsnorm_kernel(O *out, int64_t ld_out, const T *x, int64_t ld_x, const float *w, int64_t n, float eps) {
+    const T *xr = x + blockIdx.x * ld_x;
+    O *orow = out + blockIdx.x * ld_out;
     float ss = 0;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
         float v = kr_ld(xr + i);
@@ -81,17 +81,32 @@ template <typename D, typename S> __global__ void convert_kernel(D *dst, const S
 
 extern "C" {
 
-kr_status kr_cuda_rmsnorm(kr_cuda_dtype dt, void *out, const void *x, const float *w, int64_t rows, int64_t n,
-                          float eps, kr_cuda_stream s) {
-    if (rows <= 0 || n <= 0)
-        return rows == 0 ? KR_OK : kr_fail(KR_ERR_ARG, "kr_cuda_rmsnorm: bad shape %lld x %lld", (long long)rows, (long long)n);
+kr_status kr_cuda_rmsnorm_ex(kr_cuda_dtype out_dt, void *out, int64_t ld_out, kr_cuda_dtype x_dt, const void *x,
+                             int64_t ld_x, const float *w, int64_t rows, int64_t n, float eps, kr_cuda_stream s) {
+    if (rows <= 0 || n <= 0 || ld_out < n || ld_x < n)
+        return rows == 0 ? KR_OK
+                         : kr_fail(KR_ERR_ARG, "kr_cuda_rmsnorm: bad shape %lld x %lld (row strides %lld, %lld)",
+                                   (long long)rows, (long long)n, (long long)ld_out, (long long)ld_x);
     if (rows > 0x7fffffff)
         return kr_fail(KR_ERR_ARG, "kr_cuda_rmsnorm: %lld rows is more than one launch takes", (long long)rows);
     int threads = n >= 1024 ? 256 : n >= 256 ? 128 : 64;
-    KR_DISPATCH_ACT(dt, "kr_cuda_rmsnorm",
-                    rmsnorm_kernel<T><<<(unsigned)rows, threads, 0, s>>>((T *)out, (const T *)x, w, n, eps));
+    unsigned blocks = (unsigned)rows;
+    if (out_dt == x_dt) {
+        KR_DISPATCH_ACT(x_dt, "kr_cuda_rmsnorm",
+                        rmsnorm_kernel<T, T><<<blocks, threads, 0, s>>>((T *)out, ld_out, (const T *)x, ld_x, w, n, eps));
+    } else if (out_dt == KR_CU_BF16 && x_dt == KR_CU_F32) {
+        rmsnorm_kernel<<<blocks, threads, 0, s>>>((__nv_bfloat16 *)out, ld_out, (const float *)x, ld_x, w, n, eps);
+    } else {
+        return kr_fail(KR_ERR_ARG, "kr_cuda_rmsnorm: %s -> %s is not supported", kr_cuda_dtype_name(x_dt),
+                       kr_cuda_dtype_name(out_dt));
+    }
     KR_CU_LAUNCHED("rmsnorm");
     return KR_OK;
+}
+
+kr_status kr_cuda_rmsnorm(kr_cuda_dtype dt, void *out, const void *x, const float *w, int64_t rows, int64_t n,
+                          float eps, kr_cuda_stream s) {
+    return kr_cuda_rmsnorm_ex(dt, out, n, dt, x, n, w, rows, n, eps, s);
 }
 
 kr_status kr_cuda_rope(kr_cuda_dtype dt, void *x, int64_t T_, int64_t heads, int64_t token_stride, int64_t head_stride,

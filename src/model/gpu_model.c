@@ -1,0 +1,827 @@
+/* The GPU forward pass (see gpu_model.h). Layout of the work per layer, on one stream:
+ *   xb = bf16(RMSNorm(x))                         x: the float32 residual stream [T, D]
+ *   attention(xb) -> x += o_proj(...)             (the residual add is the GEMM's beta = 1)
+ *   xn = RMSNorm(x), xb = bf16(xn)
+ *   dense MLP or: router (float32 GEMM, GPU top-k), shared experts (x += ...), routed experts:
+ *     on the GPU: grouped INT4/INT8 kernel -> x += out
+ *     on the CPU: xn, ids, weights -> pinned host; the CPU kernels run while the GPU does the shared
+ *                 expert; their output comes back and x += out
+ * Weights are BF16 copies of whatever the checkpoint holds (kr_matrix_row dequantizes FP8 / GGUF blocks),
+ * except the router (float32, so expert choices match the CPU's) and the routed experts (the CPU
+ * quantization's own integers and scales, in the GPU layout). MLA keeps the absorbed form throughout:
+ * per-head products with Wk_b / Wv_b are batched GEMMs, the cache holds [latent | roped k_pe]. */
+#include "model/gpu_model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend/cpu/rope.h"
+#include "backend/cuda/cuda_attention.h"
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_gemm.h"
+#include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/cuda_router.h"
+#include "backend/cuda/moe_gemm.h"
+#include "backend/cuda/moe_cache.h"
+#include "backend/cuda/moe_layout.h"
+#include "backend/cuda/moe_residency.h"
+
+typedef struct {
+    void *p;
+    size_t cap;
+} dbuf;
+
+typedef struct {
+    uint16_t *gu, *down; /* [2 inter, D] (gate rows then up rows), [D, inter] */
+    int64_t inter;
+} gpu_mlp;
+
+typedef struct {
+    float *input_norm, *post_norm;
+    /* MLA */
+    uint16_t *q_a, *q_b, *q_proj, *kv_a, *kb, *vb; /* kb [H][C][Dn], vb [H][Dv][C] */
+    uint16_t *kbr;                                 /* Wk_b as kv_b holds it, [H][Dn][C]: prefill's expansion */
+    float *q_a_norm, *kv_a_norm, *q_a_bias, *kv_a_bias;
+    /* GQA */
+    uint16_t *wq, *wk, *wv;
+    float *bq, *bk, *bv, *q_norm, *k_norm;
+    uint16_t *o;
+    float *o_bias;
+    /* FFN */
+    gpu_mlp mlp; /* dense MLP, or the shared experts of a MoE layer (inter 0: none) */
+    float *router, *router_bias;
+} gpu_layer;
+
+enum {
+    B_X, B_XN, B_XB, B_Q, B_QA, B_QB, B_KV, B_K, B_V, B_QABS, B_ATT, B_O, B_GU, B_ACT,
+    B_LOGITS, B_IDX, B_W, B_MOE, B_MOE_WS, B_ATTN_WS, B_OUT, B_KX, B_VX, B_LATB, B_COUNT
+};
+
+typedef struct kr_gpu_model kr_gpu_model;
+struct kr_gpu_model {
+    kr_gpu_config cfg;
+    kr_cuda_blas *blas;
+    kr_cuda_stream s;
+    kr_cuda_event copied; /* the hybrid hand-off has reached the host */
+    gpu_layer *layers;
+    float *final_norm, *inv_freq;
+    uint16_t *lm_head;
+    kr_cuda_rope_params rope;
+    /* routed experts in VRAM (NULL: on the CPU): the GPU cache file, its residency, each layer's index
+     * among the MoE layers; decode uses them only when all are resident */
+    kr_gcache gcache;
+    bool have_gcache;
+    kr_gpu_experts *experts;
+    bool decode_on_gpu;
+    int64_t gpu_min_tokens;
+    int *moe_index;
+    void **mem; /* every weight allocation, freed at destroy */
+    int n_mem, cap_mem;
+    dbuf buf[B_COUNT];
+    /* pinned host side of the hand-offs */
+    float *h_x, *h_out;
+    int32_t *h_idx;
+    float *h_w;
+    int64_t h_cap; /* tokens */
+    int64_t weight_bytes, expert_bytes;
+    /* KRASIS_GPU_PROFILE=1: where a decode step's time goes on the host (printed at destroy) */
+    bool profile;
+    int64_t prof_steps;
+    double prof_total, prof_wait, prof_cpu;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+struct kr_gpu_kv {
+    kr_cuda_kv kv;
+};
+
+/* ------------------------------------------------------------------------------------------------ */
+
+static kr_status dgrow(kr_gpu_model *g, int which, size_t bytes, const char *what) {
+    dbuf *b = &g->buf[which];
+    if (bytes <= b->cap)
+        return KR_OK;
+    KR_TRY(kr_cuda_stream_sync(g->s)); /* the old buffer may still be read by queued work */
+    kr_cuda_free(b->p);
+    b->p = NULL;
+    b->cap = 0;
+    size_t cap = bytes + bytes / 4;
+    KR_TRY(kr_cuda_malloc(&b->p, cap, what));
+    b->cap = cap;
+    return KR_OK;
+}
+
+static kr_status track(kr_gpu_model *g, void *p) {
+    if (g->n_mem == g->cap_mem) {
+        int cap = g->cap_mem ? 2 * g->cap_mem : 64;
+        void **mem = realloc(g->mem, (size_t)cap * sizeof *mem);
+        if (!mem) {
+            kr_cuda_free(p);
+            return kr_fail(KR_ERR_NOMEM, "out of memory");
+        }
+        g->mem = mem;
+        g->cap_mem = cap;
+    }
+    g->mem[g->n_mem++] = p;
+    return KR_OK;
+}
+
+static kr_status dalloc(kr_gpu_model *g, size_t bytes, const char *what, void **out) {
+    KR_TRY(kr_cuda_malloc(out, bytes, what));
+    g->weight_bytes += (int64_t)bytes;
+    return track(g, *out);
+}
+
+static kr_status upload_floats(kr_gpu_model *g, const float *v, int64_t n, float **out) {
+    *out = NULL;
+    if (!v)
+        return KR_OK;
+    KR_TRY(dalloc(g, (size_t)n * sizeof(float), "a norm or bias vector", (void **)out));
+    return kr_cuda_to_device(*out, v, (size_t)n * sizeof(float), NULL);
+}
+
+/* Host staging for weight uploads: rows of bf16 bits. */
+typedef struct {
+    uint16_t *h;
+    float *row;
+} stage;
+
+static kr_status upload_stage(kr_gpu_model *g, const uint16_t *h, int64_t n, const char *what, uint16_t **out) {
+    KR_TRY(dalloc(g, (size_t)n * 2, what, (void **)out));
+    KR_TRY(kr_cuda_to_device(*out, h, (size_t)n * 2, NULL));
+    return kr_cuda_stream_sync(NULL);
+}
+
+/* rows [r0, r0 + n) of w as bf16 into h (n * w->cols values) */
+static void rows_bf16(const kr_matrix *w, int64_t r0, int64_t n, uint16_t *h, float *row) {
+    for (int64_t r = 0; r < n; r++) {
+        kr_matrix_row(w, r0 + r, row);
+        for (int64_t c = 0; c < w->cols; c++)
+            h[r * w->cols + c] = kr_f32_to_bf16(row[c]);
+    }
+}
+
+/* a matrix as one bf16 device matrix; a and b (optional) stacked by rows */
+static kr_status upload_matrix2(kr_gpu_model *g, const kr_matrix *a, const kr_matrix *b, const char *what,
+                                uint16_t **out) {
+    *out = NULL;
+    if (!a->rows)
+        return KR_OK;
+    int64_t rows = a->rows + (b ? b->rows : 0), cols = a->cols;
+    uint16_t *h = malloc((size_t)(rows * cols) * 2);
+    float *row = malloc((size_t)cols * sizeof(float));
+    kr_status st = KR_OK;
+    if (!h || !row)
+        st = kr_fail(KR_ERR_NOMEM, "out of memory staging %s for the GPU", what);
+    if (st == KR_OK) {
+        rows_bf16(a, 0, a->rows, h, row);
+        if (b)
+            rows_bf16(b, 0, b->rows, h + a->rows * cols, row);
+        st = upload_stage(g, h, rows * cols, what, out);
+    }
+    free(h);
+    free(row);
+    return st;
+}
+
+static kr_status upload_matrix(kr_gpu_model *g, const kr_matrix *a, const char *what, uint16_t **out) {
+    return upload_matrix2(g, a, NULL, what, out);
+}
+
+static kr_status upload_matrix_f32(kr_gpu_model *g, const kr_matrix *w, float **out) {
+    float *h = malloc((size_t)(w->rows * w->cols) * sizeof(float));
+    if (!h)
+        return kr_fail(KR_ERR_NOMEM, "out of memory staging the router for the GPU");
+    for (int64_t r = 0; r < w->rows; r++)
+        kr_matrix_row(w, r, h + r * w->cols);
+    kr_status st = dalloc(g, (size_t)(w->rows * w->cols) * sizeof(float), "the router", (void **)out);
+    if (st == KR_OK)
+        st = kr_cuda_to_device(*out, h, (size_t)(w->rows * w->cols) * sizeof(float), NULL);
+    if (st == KR_OK)
+        st = kr_cuda_stream_sync(NULL);
+    free(h);
+    return st;
+}
+
+static kr_status upload_mlp(kr_gpu_model *g, const kr_mlp *mlp, gpu_mlp *out) {
+    out->inter = mlp->gate.rows;
+    KR_TRY(upload_matrix2(g, &mlp->gate, &mlp->up, "an MLP's gate/up", &out->gu));
+    return upload_matrix(g, &mlp->down, "an MLP's down", &out->down);
+}
+
+/* MLA's per-head Wk_b as kb [H][C][Dn] (the absorbed query) and kbr [H][Dn][C] (prefill's expanded keys),
+ * Wv_b as vb [H][Dv][C]; from split k_b / v_b (GGUF: k_b rows are kb's) or from kv_b (rows are kbr's) */
+static kr_status upload_mla_b(kr_gpu_model *g, const kr_hparams *hp, const kr_layer *L, gpu_layer *G) {
+    int64_t H = hp->n_heads, Dn = hp->qk_nope_dim, Dv = hp->v_head_dim, C = hp->kv_lora_rank;
+    uint16_t *kb = malloc((size_t)(H * C * Dn) * 2), *kbr = malloc((size_t)(H * C * Dn) * 2);
+    float *row = malloc((size_t)(C > Dn ? C : Dn) * sizeof(float));
+    kr_status st = KR_OK;
+    if (!kb || !kbr || !row)
+        st = kr_fail(KR_ERR_NOMEM, "out of memory staging MLA kv_b for the GPU");
+    for (int64_t h = 0; st == KR_OK && h < H; h++)
+        if (L->k_b.rows) {
+            for (int64_t c = 0; c < C; c++) {
+                kr_matrix_row(&L->k_b, h * C + c, row);
+                for (int64_t d = 0; d < Dn; d++)
+                    kb[(h * C + c) * Dn + d] = kbr[(h * Dn + d) * C + c] = kr_f32_to_bf16(row[d]);
+            }
+        } else {
+            for (int64_t d = 0; d < Dn; d++) {
+                kr_matrix_row(&L->kv_b, h * (Dn + Dv) + d, row);
+                for (int64_t c = 0; c < C; c++)
+                    kb[(h * C + c) * Dn + d] = kbr[(h * Dn + d) * C + c] = kr_f32_to_bf16(row[c]);
+            }
+        }
+    if (st == KR_OK)
+        st = upload_stage(g, kb, H * C * Dn, "MLA Wk_b", &G->kb);
+    if (st == KR_OK)
+        st = upload_stage(g, kbr, H * C * Dn, "MLA Wk_b", &G->kbr);
+    free(kb);
+    free(kbr);
+    free(row);
+    if (st != KR_OK || L->v_b.rows)
+        return st == KR_OK ? upload_matrix(g, &L->v_b, "MLA v_b", &G->vb) : st;
+    uint16_t *vb = malloc((size_t)(H * Dv * C) * 2);
+    row = malloc((size_t)C * sizeof(float));
+    if (!vb || !row)
+        st = kr_fail(KR_ERR_NOMEM, "out of memory staging MLA kv_b for the GPU");
+    for (int64_t h = 0; st == KR_OK && h < H; h++)
+        rows_bf16(&L->kv_b, h * (Dn + Dv) + Dn, Dv, vb + h * Dv * C, row);
+    if (st == KR_OK)
+        st = upload_stage(g, vb, H * Dv * C, "MLA Wv_b", &G->vb);
+    free(vb);
+    free(row);
+    return st;
+}
+
+static kr_status upload_layer(kr_gpu_model *g, const kr_model *m, int l) {
+    const kr_hparams *hp = &m->hp;
+    const kr_layer *L = &m->layers[l];
+    gpu_layer *G = &g->layers[l];
+    int64_t D = hp->hidden;
+    KR_TRY(upload_floats(g, L->input_norm, D, &G->input_norm));
+    KR_TRY(upload_floats(g, L->post_norm, D, &G->post_norm));
+    if (hp->family == KR_FAMILY_DEEPSEEK2) {
+        int64_t C = hp->kv_lora_rank, W = C + hp->qk_rope_dim;
+        if (hp->q_lora_rank) {
+            KR_TRY(upload_matrix(g, &L->q_a, "MLA q_a", &G->q_a));
+            KR_TRY(upload_matrix(g, &L->q_b, "MLA q_b", &G->q_b));
+            KR_TRY(upload_floats(g, L->q_a_norm, hp->q_lora_rank, &G->q_a_norm));
+            KR_TRY(upload_floats(g, L->q_a_bias, hp->q_lora_rank, &G->q_a_bias));
+        } else {
+            KR_TRY(upload_matrix(g, &L->q_proj, "MLA q_proj", &G->q_proj));
+        }
+        KR_TRY(upload_matrix(g, &L->kv_a, "MLA kv_a", &G->kv_a));
+        KR_TRY(upload_floats(g, L->kv_a_norm, C, &G->kv_a_norm));
+        KR_TRY(upload_floats(g, L->kv_a_bias, W, &G->kv_a_bias));
+        KR_TRY(upload_mla_b(g, hp, L, G));
+        KR_TRY(upload_matrix(g, &L->o_proj, "o_proj", &G->o));
+    } else {
+        int64_t hd = hp->head_dim;
+        KR_TRY(upload_matrix(g, &L->wq, "q_proj", &G->wq));
+        KR_TRY(upload_matrix(g, &L->wk, "k_proj", &G->wk));
+        KR_TRY(upload_matrix(g, &L->wv, "v_proj", &G->wv));
+        KR_TRY(upload_matrix(g, &L->wo, "o_proj", &G->o));
+        KR_TRY(upload_floats(g, L->bq, hp->n_heads * hd, &G->bq));
+        KR_TRY(upload_floats(g, L->bk, hp->n_kv_heads * hd, &G->bk));
+        KR_TRY(upload_floats(g, L->bv, hp->n_kv_heads * hd, &G->bv));
+        KR_TRY(upload_floats(g, L->q_norm, hd, &G->q_norm));
+        KR_TRY(upload_floats(g, L->k_norm, hd, &G->k_norm));
+    }
+    KR_TRY(upload_floats(g, L->o_bias, D, &G->o_bias));
+    if (!L->moe)
+        return upload_mlp(g, &L->dense, &G->mlp);
+    KR_TRY(upload_matrix_f32(g, &L->router, &G->router));
+    KR_TRY(upload_floats(g, L->router_bias, hp->router.n_experts, &G->router_bias));
+    if (L->has_shared)
+        KR_TRY(upload_mlp(g, &L->shared, &G->mlp));
+    return KR_OK;
+}
+
+/* VRAM the experts may take: free memory (under --vram, after the other weights) less room for the
+ * activations of a long prompt and the KV cache */
+static int64_t expert_budget(const kr_gpu_model *g) {
+    const int64_t reserve = 2ll << 30;
+    kr_cuda_device_info info;
+    if (kr_cuda_device_query(0, &info) != KR_OK)
+        return 0;
+    int64_t avail = (int64_t)info.free_bytes - reserve;
+    if (g->cfg.vram_cap && g->cfg.vram_cap - g->weight_bytes - reserve < avail)
+        avail = g->cfg.vram_cap - g->weight_bytes - reserve;
+    return avail > 0 ? avail : 0;
+}
+
+/* Puts the routed experts in VRAM per cfg.experts (after the other weights, which the budget counts).
+ * With auto, anything that stops it leaves them on the CPU and says why in `why`; an explicit mode that
+ * cannot run is an error. */
+static kr_status place_experts(kr_gpu_model *g, kr_model *m, const kr_quant_config *qc, char *why, size_t n) {
+    const kr_hparams *hp = &m->hp;
+    bool asked = g->cfg.experts.kind != KR_EXPERTS_AUTO;
+    int n_moe = 0, first = -1;
+    for (int l = 0; l < hp->n_layers; l++) {
+        g->moe_index[l] = hp->layer_is_moe[l] ? n_moe++ : -1;
+        first = first < 0 && hp->layer_is_moe[l] ? l : first;
+    }
+    const kr_qexpert *qe = first >= 0 ? kr_model_routed_qexperts(m, first) : NULL;
+    kr_gpu_moe_geom geom;
+    kr_status st = first < 0 ? kr_fail(KR_ERR_ARG, "the model has no MoE layers")
+                   : !qe     ? kr_fail(KR_ERR_ARG, "the routed experts are not quantized (give --expert-bits 4|8)")
+                             : kr_gpu_moe_geom_make(hp->router.n_experts, hp->hidden, qe[0].inter, qe[0].w13.bits,
+                                                    qe[0].w13.gs, &geom);
+    if (st == KR_OK) {
+        st = kr_model_open_gpu_cache(m, qc, &g->gcache);
+        g->have_gcache = st == KR_OK;
+    }
+    if (st == KR_OK) {
+        kr_gpu_experts_config xc = {.mode = g->cfg.experts, .geom = g->gcache.geom, .n_layers = n_moe,
+                                    .host = g->gcache.layer, .vram_budget = expert_budget(g)};
+        st = kr_gpu_experts_create(&xc, &g->experts);
+    }
+    kr_gpu_experts_stats xs;
+    if (st == KR_OK)
+        st = kr_gpu_experts_stats_get(g->experts, &xs); /* persistent: waits for the upload */
+    if (st != KR_OK) {
+        if (asked)
+            return st;
+        snprintf(why, n, "%s", kr_error());
+        kr_gpu_experts_destroy(g->experts);
+        g->experts = NULL;
+        return KR_OK;
+    }
+    g->decode_on_gpu = xs.mode.kind == KR_EXPERTS_PERSISTENT;
+    g->expert_bytes = xs.vram_bytes;
+    char mode[64];
+    kr_expert_mode_str(&xs.mode, mode, sizeof mode);
+    snprintf(why, n, "%s, %.2f GB of VRAM%s", mode, xs.vram_bytes / 1e9,
+             g->decode_on_gpu ? "; decode on the GPU too" : "; decode on the CPU (hybrid)");
+    return KR_OK;
+}
+
+kr_status kr_gpu_model_create(kr_model *m, const kr_quant_config *qc) {
+    const kr_hparams *hp = &m->hp;
+    const kr_gpu_config *cfg = &qc->gpu;
+    if (kr_cuda_device_count() == 0)
+        return kr_fail(KR_ERR_UNSUPPORTED, "--gpu: no usable CUDA device (%s)", kr_cuda_no_device_reason());
+    if (hp->router.n_experts > KR_CUDA_ROUTER_MAX_EXPERTS)
+        return kr_fail(KR_ERR_UNSUPPORTED, "--gpu: %d experts is more than the GPU router takes (%d)",
+                       hp->router.n_experts, KR_CUDA_ROUTER_MAX_EXPERTS);
+    kr_gpu_model *g = calloc(1, sizeof *g);
+    if (!g)
+        return kr_fail(KR_ERR_NOMEM, "out of memory");
+    g->cfg = *cfg;
+    g->gpu_min_tokens = cfg->experts_min_tokens > 0 ? cfg->experts_min_tokens : 64;
+    g->profile = getenv("KRASIS_GPU_PROFILE") && atoi(getenv("KRASIS_GPU_PROFILE")) > 0;
+    g->layers = calloc((size_t)hp->n_layers, sizeof *g->layers);
+    g->moe_index = calloc((size_t)hp->n_layers, sizeof *g->moe_index);
+    kr_status st = g->layers && g->moe_index ? KR_OK : kr_fail(KR_ERR_NOMEM, "out of memory");
+    if (st == KR_OK)
+        st = kr_cuda_set_device(0);
+    if (st == KR_OK)
+        st = kr_cuda_stream_create(&g->s);
+    if (st == KR_OK)
+        st = kr_cuda_event_create(&g->copied);
+    if (st == KR_OK)
+        st = kr_cuda_blas_create(&g->blas);
+    for (int l = 0; st == KR_OK && l < hp->n_layers; l++)
+        st = upload_layer(g, m, l);
+    if (st == KR_OK)
+        st = upload_floats(g, m->final_norm, hp->hidden, &g->final_norm);
+    if (st == KR_OK)
+        st = upload_matrix(g, &m->lm_head, "lm_head", &g->lm_head);
+    if (st == KR_OK)
+        st = upload_floats(g, m->inv_freq, hp->rope.dim / 2, &g->inv_freq);
+    char where[512] = "on the CPU (hybrid): --expert-mode cpu";
+    if (st == KR_OK && !cfg->experts_cpu && hp->router.n_experts > 0) {
+        char why[400] = "";
+        st = place_experts(g, m, qc, why, sizeof why);
+        snprintf(where, sizeof where, "%s: %s", g->experts ? "in VRAM" : "on the CPU (hybrid)", why);
+    }
+    if (st != KR_OK) {
+        kr_gpu_model_destroy(g);
+        return st;
+    }
+    g->rope = (kr_cuda_rope_params){.rope_dim = hp->rope.dim, .interleaved = hp->rope.interleaved,
+                                    .attention_factor = (float)hp->rope.attention_factor, .inv_freq = g->inv_freq};
+    fprintf(stderr, "krasis: GPU forward: %.2f GB of BF16 non-expert weights in VRAM; routed experts %s\n",
+            g->weight_bytes / 1e9, where);
+    m->gpu = g;
+    return KR_OK;
+}
+
+void kr_gpu_model_destroy(kr_gpu_model *g) {
+    if (!g)
+        return;
+    if (g->profile && g->prof_steps)
+        fprintf(stderr, "krasis: GPU profile, %lld decode steps: %.3f ms a step; per step %.3f ms waiting for the GPU's "
+                "part of the MoE layers (attention, norms, router, hand-off), %.3f ms in the CPU experts, %.3f ms "
+                "else (expert output upload, dense layers, lm_head, host overhead)\n",
+                (long long)g->prof_steps, 1e3 * g->prof_total / g->prof_steps, 1e3 * g->prof_wait / g->prof_steps,
+                1e3 * g->prof_cpu / g->prof_steps,
+                1e3 * (g->prof_total - g->prof_wait - g->prof_cpu) / g->prof_steps);
+    if (g->s)
+        kr_cuda_stream_sync(g->s);
+    kr_gpu_experts_destroy(g->experts);
+    if (g->have_gcache)
+        kr_gcache_close(&g->gcache);
+    for (int i = 0; i < g->n_mem; i++)
+        kr_cuda_free(g->mem[i]);
+    for (int i = 0; i < B_COUNT; i++)
+        kr_cuda_free(g->buf[i].p);
+    kr_cuda_host_free(g->h_x);
+    kr_cuda_host_free(g->h_out);
+    kr_cuda_host_free(g->h_idx);
+    kr_cuda_host_free(g->h_w);
+    kr_cuda_blas_destroy(g->blas);
+    if (g->copied)
+        kr_cuda_event_destroy(g->copied);
+    if (g->s)
+        kr_cuda_stream_destroy(g->s);
+    free(g->mem);
+    free(g->layers);
+    free(g->moe_index);
+    free(g);
+}
+
+/* ---------------------------------------------------------------------------------------- KV cache */
+
+static kr_cuda_kv_shape kv_shape(const kr_model *m, int64_t capacity) {
+    const kr_hparams *hp = &m->hp;
+    kr_cuda_kv_shape sh = {.n_layers = hp->n_layers, .capacity = capacity,
+                           .dt = m->gpu->cfg.kv_fp8 ? KR_CU_FP8 : KR_CU_BF16};
+    if (hp->family == KR_FAMILY_DEEPSEEK2) {
+        sh.n_kv_heads = 1;
+        sh.k_dim = hp->kv_lora_rank + hp->qk_rope_dim;
+        sh.v_dim = hp->kv_lora_rank;
+        sh.v_in_k = 1;
+    } else {
+        sh.n_kv_heads = hp->n_kv_heads;
+        sh.k_dim = sh.v_dim = hp->head_dim;
+    }
+    return sh;
+}
+
+int64_t kr_gpu_kv_bytes_per_token(const kr_model *m) {
+    kr_cuda_kv_shape sh = kv_shape(m, 0);
+    return kr_cuda_kv_bytes_per_token(&sh);
+}
+
+kr_status kr_gpu_kv_create(const kr_model *m, kr_kv_cache *kv) {
+    kv->gpu = calloc(1, sizeof *kv->gpu);
+    if (!kv->gpu)
+        return kr_fail(KR_ERR_NOMEM, "out of memory");
+    kr_cuda_kv_shape sh = kv_shape(m, 0);
+    kv->gpu->kv.shape = sh;
+    return KR_OK;
+}
+
+/* bytes of the first len tokens of one layer's k (or v) and of its FP8 scales */
+static void kv_layer_bytes(const kr_cuda_kv_shape *sh, int64_t len, int v, size_t *el, size_t *sc) {
+    int64_t dim = v ? sh->v_dim : sh->k_dim;
+    *el = (size_t)(len * sh->n_kv_heads * dim) * kr_cuda_dtype_size(sh->dt);
+    *sc = sh->dt == KR_CU_FP8 ? (size_t)(len * sh->n_kv_heads) * sizeof(float) : 0;
+}
+
+kr_status kr_gpu_kv_reserve(kr_kv_cache *kv, int64_t need) {
+    kr_cuda_kv *old = &kv->gpu->kv;
+    if (need <= old->shape.capacity)
+        return KR_OK;
+    int64_t cap = old->shape.capacity ? old->shape.capacity : 256;
+    while (cap < need)
+        cap *= 2;
+    kr_cuda_kv_shape sh = old->shape;
+    sh.capacity = cap;
+    kr_cuda_kv nk;
+    KR_TRY(kr_cuda_kv_create(&nk, &sh));
+    kr_status st = KR_OK;
+    if (old->k) {
+        /* the old cache is in use by nothing now: GPU forwards finish before kr_forward returns */
+        for (int64_t l = 0; st == KR_OK && l < sh.n_layers; l++)
+            for (int v = 0; st == KR_OK && v < 2; v++) {
+                if (v && sh.v_in_k)
+                    continue;
+                size_t el, sc;
+                kv_layer_bytes(&sh, kv->len, v, &el, &sc);
+                st = kr_cuda_copy(v ? nk.v[l] : nk.k[l], v ? old->v[l] : old->k[l], el, NULL);
+                if (st == KR_OK && sc)
+                    st = kr_cuda_copy(v ? nk.v_scale[l] : nk.k_scale[l], v ? old->v_scale[l] : old->k_scale[l], sc,
+                                      NULL);
+            }
+        if (st == KR_OK)
+            st = kr_cuda_device_sync();
+    }
+    if (st != KR_OK) {
+        kr_cuda_kv_destroy(&nk);
+        return st;
+    }
+    if (old->k)
+        kr_cuda_kv_destroy(old);
+    *old = nk;
+    kv->cap = cap;
+    return KR_OK;
+}
+
+void kr_gpu_kv_free(kr_kv_cache *kv) {
+    if (!kv->gpu)
+        return;
+    if (kv->gpu->kv.k)
+        kr_cuda_kv_destroy(&kv->gpu->kv);
+    free(kv->gpu);
+    kv->gpu = NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ forward */
+
+#define BUF(i) (g->buf[i].p)
+
+/* Sizes every working buffer for T tokens over a context of ctx positions (grow-only: a decode step
+ * after the first allocates nothing). */
+static kr_status reserve(kr_gpu_model *g, const kr_model *m, int64_t T, bool all_positions) {
+    const kr_hparams *hp = &m->hp;
+    int64_t D = hp->hidden, H = hp->n_heads, f = sizeof(float), b = 2;
+    int64_t q = hp->family == KR_FAMILY_DEEPSEEK2 ? H * hp->head_dim : H * hp->head_dim;
+    int64_t W = hp->kv_lora_rank + hp->qk_rope_dim, kvw = hp->family == KR_FAMILY_DEEPSEEK2 ? W : hp->n_kv_heads * hp->head_dim;
+    int64_t att = hp->family == KR_FAMILY_DEEPSEEK2 ? H * hp->kv_lora_rank : H * hp->head_dim;
+    int64_t o = hp->family == KR_FAMILY_DEEPSEEK2 ? H * hp->v_head_dim : H * hp->head_dim;
+    int64_t inter = hp->intermediate;
+    if (hp->moe_intermediate * (hp->n_shared > 0 ? hp->n_shared : 1) > inter)
+        inter = hp->moe_intermediate * (hp->n_shared > 0 ? hp->n_shared : 1);
+    int E = hp->router.n_experts > 0 ? hp->router.n_experts : 1, K = hp->router.top_k > 0 ? hp->router.top_k : 1;
+    int64_t rows = all_positions ? (T < 256 ? T : 256) : 1;
+    KR_TRY(dgrow(g, B_X, (size_t)(T * D * f), "the residual stream"));
+    KR_TRY(dgrow(g, B_XN, (size_t)(T * D * f), "normalized hidden states"));
+    KR_TRY(dgrow(g, B_XB, (size_t)(T * D * b), "bf16 hidden states"));
+    KR_TRY(dgrow(g, B_Q, (size_t)(T * q * f), "queries"));
+    KR_TRY(dgrow(g, B_QA, (size_t)(T * (hp->q_lora_rank ? hp->q_lora_rank : 1) * f), "q_a"));
+    KR_TRY(dgrow(g, B_QB, (size_t)(T * (q > hp->q_lora_rank ? q : hp->q_lora_rank) * b), "bf16 queries"));
+    KR_TRY(dgrow(g, B_KV, (size_t)(T * kvw * f), "new keys"));
+    KR_TRY(dgrow(g, B_K, (size_t)(T * kvw * f), "new keys"));
+    KR_TRY(dgrow(g, B_V, (size_t)(T * kvw * f), "new values"));
+    KR_TRY(dgrow(g, B_QABS, (size_t)(T * H * W * f), "absorbed queries"));
+    KR_TRY(dgrow(g, B_ATT, (size_t)(T * att * b), "attention output"));
+    KR_TRY(dgrow(g, B_O, (size_t)(T * o * b), "attention heads' values"));
+    KR_TRY(dgrow(g, B_GU, (size_t)(T * 2 * inter * b), "MLP gate/up"));
+    KR_TRY(dgrow(g, B_ACT, (size_t)(T * inter * b), "MLP activations"));
+    KR_TRY(dgrow(g, B_LOGITS, (size_t)(T * E * f), "router logits"));
+    KR_TRY(dgrow(g, B_IDX, (size_t)(T * K) * sizeof(int32_t), "expert ids"));
+    KR_TRY(dgrow(g, B_W, (size_t)(T * K * f), "expert weights"));
+    KR_TRY(dgrow(g, B_MOE, (size_t)(T * D * f), "routed expert output"));
+    if (g->experts)
+        KR_TRY(dgrow(g, B_MOE_WS, kr_gpu_moe_ws_bytes(E, hp->moe_intermediate, T, K), "MoE workspace"));
+    KR_TRY(dgrow(g, B_OUT, (size_t)(rows * hp->vocab * f), "logits"));
+    if (T > g->h_cap) {
+        kr_cuda_host_free(g->h_x);
+        kr_cuda_host_free(g->h_out);
+        kr_cuda_host_free(g->h_idx);
+        kr_cuda_host_free(g->h_w);
+        g->h_x = g->h_out = g->h_w = NULL;
+        g->h_idx = NULL;
+        g->h_cap = 0;
+        KR_TRY(kr_cuda_host_alloc((void **)&g->h_x, (size_t)(T * D * f), "pinned hidden states"));
+        KR_TRY(kr_cuda_host_alloc((void **)&g->h_out, (size_t)(T * D * f), "pinned expert output"));
+        KR_TRY(kr_cuda_host_alloc((void **)&g->h_idx, (size_t)(T * K) * sizeof(int32_t), "pinned expert ids"));
+        KR_TRY(kr_cuda_host_alloc((void **)&g->h_w, (size_t)(T * K * f), "pinned expert weights"));
+        g->h_cap = T;
+    }
+    return KR_OK;
+}
+
+static kr_cuda_view view(const void *p, kr_cuda_dtype dt, int64_t ts, int64_t hs) {
+    return (kr_cuda_view){.ptr = p, .dt = dt, .token_stride = ts, .head_stride = hs};
+}
+
+static kr_status attend(kr_gpu_model *g, kr_cuda_attn *a) {
+    size_t ws = kr_cuda_attention_ws_bytes(a);
+    KR_TRY(dgrow(g, B_ATTN_WS, ws ? ws : 1, "attention workspace"));
+    return kr_cuda_attention(a, BUF(B_ATTN_WS), g->buf[B_ATTN_WS].cap, g->s);
+}
+
+/* Prefill-sized chunks expand the cached latents into per-head keys [Wk_b c | k_pe] and values Wv_b c
+ * and run the tensor-core flash kernel at (Dn + Dr, Dv) per head: for a 10K prompt that is several
+ * times fewer FLOPs than attending over the 576-wide latent in the absorbed form. The latents come
+ * from a BF16 cache, or (FP8 cache, first chunk) from the new rows themselves. Small chunks over a
+ * long context stay absorbed: expanding the whole context would cost more than it saves. */
+static bool mla_expands(const kr_cuda_kv *kv, int64_t T, int64_t pos0) {
+    return T >= 16 && T * 8 >= pos0 + T && (kv->shape.dt == KR_CU_BF16 || pos0 == 0);
+}
+
+static kr_status mla_expanded(kr_gpu_model *g, const kr_hparams *hp, const gpu_layer *G, kr_cuda_kv *kv, int l,
+                              int64_t T, int64_t pos0) {
+    int64_t H = hp->n_heads, Dn = hp->qk_nope_dim, Dr = hp->qk_rope_dim, Dq = Dn + Dr, Dv = hp->v_head_dim;
+    int64_t C = hp->kv_lora_rank, W = C + Dr, ctx = pos0 + T;
+    const uint16_t *lat = kv->k[l]; /* [ctx, W] bf16 */
+    if (kv->shape.dt != KR_CU_BF16) {
+        KR_TRY(dgrow(g, B_LATB, (size_t)(T * W) * 2, "bf16 latents"));
+        KR_TRY(kr_cuda_convert(KR_CU_BF16, BUF(B_LATB), KR_CU_F32, BUF(B_KV), T * W, g->s));
+        lat = BUF(B_LATB);
+    }
+    KR_TRY(dgrow(g, B_KX, (size_t)(ctx * H * Dq) * 2, "expanded MLA keys"));
+    KR_TRY(dgrow(g, B_VX, (size_t)(ctx * H * Dv) * 2, "expanded MLA values"));
+    uint16_t *kx = BUF(B_KX), *vx = BUF(B_VX);
+    KR_TRY(kr_cuda_gemm_bf16_batched(g->blas, KR_CU_BF16, kx, H * Dq, Dq, lat, W, 0, G->kbr, Dn * C, ctx, Dn, C, H, 1,
+                                     0, g->s));
+    for (int64_t h = 0; h < H; h++) /* the shared rope key next to every head's nope part */
+        KR_TRY(kr_cuda_copy_2d(kx + h * Dq + Dn, (size_t)(H * Dq) * 2, lat + C, (size_t)W * 2, (size_t)Dr * 2,
+                               (size_t)ctx, g->s));
+    KR_TRY(kr_cuda_gemm_bf16_batched(g->blas, KR_CU_BF16, vx, H * Dv, Dv, lat, W, 0, G->vb, Dv * C, ctx, Dv, C, H, 1,
+                                     0, g->s));
+    kr_cuda_attn a = {.T = T, .n_heads = H, .n_kv_heads = H, .qk_dim = Dq, .v_dim = Dv, .pos0 = pos0,
+                      .scale = (float)hp->attn_scale, .q = view(BUF(B_QB), KR_CU_BF16, H * Dq, Dq),
+                      .k = view(kx, KR_CU_BF16, H * Dq, Dq), .v = view(vx, KR_CU_BF16, H * Dv, Dv),
+                      .out = view(BUF(B_O), KR_CU_BF16, H * Dv, Dv)};
+    return attend(g, &a);
+}
+
+/* decode and small chunks: [Wk_b^T q_nope | RoPE(q_pe)] against the latent cache, then Wv_b per head */
+static kr_status mla_absorbed(kr_gpu_model *g, const kr_hparams *hp, const gpu_layer *G, kr_cuda_kv *kv, int l,
+                              int64_t T, int64_t pos0) {
+    int64_t H = hp->n_heads, Dn = hp->qk_nope_dim, Dr = hp->qk_rope_dim, Dq = Dn + Dr, Dv = hp->v_head_dim;
+    int64_t C = hp->kv_lora_rank, W = C + Dr;
+    float *q = BUF(B_Q), *qabs = BUF(B_QABS);
+    void *qb = BUF(B_QB), *lat = BUF(B_ATT), *ob = BUF(B_O);
+    KR_TRY(kr_cuda_gemm_bf16_batched(g->blas, KR_CU_F32, qabs, H * W, W, qb, H * Dq, Dq, G->kb, C * Dn, T, C, Dn, H,
+                                     1, 0, g->s));
+    KR_TRY(kr_cuda_copy_2d(qabs + C, (size_t)W * sizeof(float), q + Dn, (size_t)Dq * sizeof(float),
+                           (size_t)Dr * sizeof(float), (size_t)(T * H), g->s));
+    kr_cuda_attn a = {.T = T, .n_heads = H, .n_kv_heads = 1, .qk_dim = W, .v_dim = C, .pos0 = pos0,
+                      .scale = (float)hp->attn_scale, .q = view(qabs, KR_CU_F32, H * W, W),
+                      .k = kr_cuda_kv_k_view(kv, l), .v = kr_cuda_kv_v_view(kv, l),
+                      .out = view(lat, KR_CU_BF16, H * C, C)};
+    KR_TRY(attend(g, &a));
+    return kr_cuda_gemm_bf16_batched(g->blas, KR_CU_BF16, ob, H * Dv, Dv, lat, H * C, C, G->vb, Dv * C, T, Dv, C, H,
+                                     1, 0, g->s);
+}
+
+/* x += o_proj(attention(xb)) for layer l, MLA */
+static kr_status mla_attention(kr_gpu_model *g, const kr_model *m, int l, kr_cuda_kv *kv, int64_t T, int64_t pos0) {
+    const kr_hparams *hp = &m->hp;
+    const gpu_layer *G = &g->layers[l];
+    int64_t D = hp->hidden, H = hp->n_heads, Dn = hp->qk_nope_dim, Dr = hp->qk_rope_dim, Dq = Dn + Dr;
+    int64_t Dv = hp->v_head_dim, C = hp->kv_lora_rank, W = C + Dr, R = hp->q_lora_rank;
+    float eps = (float)hp->mla_norm_eps;
+    float *q = BUF(B_Q), *ckv = BUF(B_KV);
+    void *xb = BUF(B_XB), *qb = BUF(B_QB), *ob = BUF(B_O);
+    if (R) {
+        float *qa = BUF(B_QA);
+        KR_TRY(kr_cuda_gemm_bf16(g->blas, KR_CU_F32, qa, xb, G->q_a, T, R, D, 1, 0, g->s));
+        if (G->q_a_bias)
+            KR_TRY(kr_cuda_add_rows(KR_CU_F32, qa, G->q_a_bias, T, R, g->s));
+        KR_TRY(kr_cuda_rmsnorm_ex(KR_CU_BF16, qb, R, KR_CU_F32, qa, R, G->q_a_norm, T, R, eps, g->s));
+        KR_TRY(kr_cuda_gemm_bf16(g->blas, KR_CU_F32, q, qb, G->q_b, T, H * Dq, R, 1, 0, g->s));
+    } else {
+        KR_TRY(kr_cuda_gemm_bf16(g->blas, KR_CU_F32, q, xb, G->q_proj, T, H * Dq, D, 1, 0, g->s));
+    }
+    /* cache rows [RMSNorm(c) | RoPE(k_pe)] */
+    KR_TRY(kr_cuda_gemm_bf16(g->blas, KR_CU_F32, ckv, xb, G->kv_a, T, W, D, 1, 0, g->s));
+    if (G->kv_a_bias)
+        KR_TRY(kr_cuda_add_rows(KR_CU_F32, ckv, G->kv_a_bias, T, W, g->s));
+    KR_TRY(kr_cuda_rmsnorm_ex(KR_CU_F32, ckv, W, KR_CU_F32, ckv, W, G->kv_a_norm, T, C, eps, g->s));
+    KR_TRY(kr_cuda_rope(KR_CU_F32, ckv, T, 1, W, 0, C, &g->rope, pos0, NULL, g->s));
+    kr_cuda_view kv_new = view(ckv, KR_CU_F32, W, W);
+    KR_TRY(kr_cuda_kv_write(kv, l, pos0, T, &kv_new, NULL, g->s));
+    KR_TRY(kr_cuda_rope(KR_CU_F32, q, T, H, H * Dq, Dq, Dn, &g->rope, pos0, NULL, g->s));
+    KR_TRY(kr_cuda_convert(KR_CU_BF16, qb, KR_CU_F32, q, T * H * Dq, g->s));
+    if (mla_expands(kv, T, pos0))
+        KR_TRY(mla_expanded(g, hp, G, kv, l, T, pos0));
+    else
+        KR_TRY(mla_absorbed(g, hp, G, kv, l, T, pos0));
+    KR_TRY(kr_cuda_gemm_bf16(g->blas, KR_CU_F32, BUF(B_X), ob, G->o, T, D, H * Dv, 1, 1, g->s));
+    return G->o_bias ? kr_cuda_add_rows(KR_CU_F32, BUF(B_X), G->o_bias, T, D, g->s) : KR_OK;
+}
+
+/* bias, per-head RMSNorm and RoPE of T rows of `heads` heads (gqa.c's prepare_heads) */
+static kr_status prepare_heads(kr_gpu_model *g, const kr_hparams *hp, float *y, const float *bias, const float *norm,
+                               int64_t T, int64_t heads, int64_t pos0) {
+    int64_t hd = hp->head_dim;
+    if (bias)
+        KR_TRY(kr_cuda_add_rows(KR_CU_F32, y, bias, T, heads * hd, g->s));
+    if (norm)
+        KR_TRY(kr_cuda_rmsnorm(KR_CU_F32, y, y, norm, T * heads, hd, (float)hp->rms_eps, g->s));
+    return kr_cuda_rope(KR_CU_F32, y, T, heads, heads * hd, hd, 0, &g->rope, pos0, NULL, g->s);
+}
+
+static kr_status gqa_attention(kr_gpu_model *g, const kr_model *m, int l, kr_cuda_kv *kv, int64_t T, int64_t pos0) {
+    const kr_hparams *hp = &m->hp;
+    const gpu_layer *G = &g->layers[l];
+    int64_t D = hp->hidden, hd = hp->head_dim, Hq = hp->n_heads, Hkv = hp->n_kv_heads;
+    float *q = BUF(B_Q), *k = BUF(B_K), *v = BUF(B_V);
+    void *xb = BUF(B_XB), *qb = BUF(B_QB), *att = BUF(B_ATT);
+    KR_TRY(kr_cuda_gemm_bf16(g->blas, KR_CU_F32, q, xb, G->wq, T, Hq * hd, D, 1, 0, g->s));
+    KR_TRY(kr_cuda_gemm_bf16(g->blas, KR_CU_F32, k, xb, G->wk, T, Hkv * hd, D, 1, 0, g->s));
+    KR_TRY(kr_cuda_gemm_bf16(g->blas, KR_CU_F32, v, xb, G->wv, T, Hkv * hd, D, 1, 0, g->s));
+    KR_TRY(prepare_heads(g, hp, q, G->bq, G->q_norm, T, Hq, pos0));
+    KR_TRY(prepare_heads(g, hp, k, G->bk, G->k_norm, T, Hkv, pos0));
+    if (G->bv)
+        KR_TRY(kr_cuda_add_rows(KR_CU_F32, v, G->bv, T, Hkv * hd, g->s));
+    kr_cuda_view kn = view(k, KR_CU_F32, Hkv * hd, hd), vn = view(v, KR_CU_F32, Hkv * hd, hd);
+    KR_TRY(kr_cuda_kv_write(kv, l, pos0, T, &kn, &vn, g->s));
+    KR_TRY(kr_cuda_convert(KR_CU_BF16, qb, KR_CU_F32, q, T * Hq * hd, g->s));
+    kr_cuda_attn a = {.T = T, .n_heads = Hq, .n_kv_heads = Hkv, .qk_dim = hd, .v_dim = hd, .pos0 = pos0,
+                      .scale = (float)hp->attn_scale, .q = view(qb, KR_CU_BF16, Hq * hd, hd),
+                      .k = kr_cuda_kv_k_view(kv, l), .v = kr_cuda_kv_v_view(kv, l),
+                      .out = view(att, KR_CU_BF16, Hq * hd, hd)};
+    KR_TRY(attend(g, &a));
+    KR_TRY(kr_cuda_gemm_bf16(g->blas, KR_CU_F32, BUF(B_X), att, G->o, T, D, Hq * hd, 1, 1, g->s));
+    return G->o_bias ? kr_cuda_add_rows(KR_CU_F32, BUF(B_X), G->o_bias, T, D, g->s) : KR_OK;
+}
+
+/* x += down(silu(gate xb) * up xb) */
+static kr_status mlp(kr_gpu_model *g, const gpu_mlp *p, int64_t D, int64_t T) {
+    int64_t I = p->inter;
+    void *gu = BUF(B_GU), *act = BUF(B_ACT);
+    KR_TRY(kr_cuda_gemm_bf16(g->blas, KR_CU_BF16, gu, BUF(B_XB), p->gu, T, 2 * I, D, 1, 0, g->s));
+    KR_TRY(kr_cuda_silu_mul(KR_CU_BF16, act, I, gu, (uint16_t *)gu + I, 2 * I, T, I, g->s));
+    return kr_cuda_gemm_bf16(g->blas, KR_CU_F32, BUF(B_X), act, p->down, T, D, I, 1, 1, g->s);
+}
+
+static kr_status moe(kr_gpu_model *g, kr_model *m, int l, int64_t T) {
+    const kr_hparams *hp = &m->hp;
+    const gpu_layer *G = &g->layers[l];
+    int64_t D = hp->hidden;
+    int E = hp->router.n_experts, K = hp->router.top_k;
+    float *xn = BUF(B_XN), *out = BUF(B_MOE);
+    int32_t *idx = BUF(B_IDX);
+    float *w = BUF(B_W);
+    KR_TRY(kr_cuda_gemm_f32(g->blas, BUF(B_LOGITS), xn, G->router, T, E, D, 0, g->s));
+    kr_cuda_router_params rp = kr_cuda_router_params_from(&hp->router);
+    KR_TRY(kr_cuda_route(&rp, BUF(B_LOGITS), G->router_bias, idx, w, T, g->s));
+    bool on_gpu = g->experts && (g->decode_on_gpu || T >= g->gpu_min_tokens);
+    if (!on_gpu) {
+        /* hand-off first, so the CPU starts while the GPU runs the shared experts */
+        KR_TRY(kr_cuda_to_host(g->h_x, xn, (size_t)(T * D) * sizeof(float), g->s));
+        KR_TRY(kr_cuda_to_host(g->h_idx, idx, (size_t)(T * K) * sizeof(int32_t), g->s));
+        KR_TRY(kr_cuda_to_host(g->h_w, w, (size_t)(T * K) * sizeof(float), g->s));
+        KR_TRY(kr_cuda_event_record(g->copied, g->s));
+    }
+    if (G->mlp.inter)
+        KR_TRY(mlp(g, &G->mlp, D, T));
+    if (on_gpu) {
+        kr_gpu_moe_layer E_l;
+        KR_TRY(kr_gpu_experts_acquire(g->experts, g->moe_index[l], g->s, &E_l));
+        KR_TRY(kr_gpu_moe_forward(&E_l, BUF(B_XB), T, idx, w, K, out, BUF(B_MOE_WS), g->buf[B_MOE_WS].cap, 0,
+                                  (struct CUstream_st *)g->s));
+        KR_TRY(kr_gpu_experts_release(g->experts, g->moe_index[l], g->s));
+    } else {
+        double t0 = g->profile ? now_s() : 0;
+        KR_TRY(kr_cuda_event_sync(g->copied)); /* the hand-off, not the shared experts queued after it */
+        double t1 = g->profile ? now_s() : 0;
+        KR_TRY(kr_model_routed_ffn(m, l, g->h_x, T, g->h_idx, g->h_w, g->h_out));
+        if (g->profile && T == 1) {
+            g->prof_wait += t1 - t0;
+            g->prof_cpu += now_s() - t1;
+        }
+        KR_TRY(kr_cuda_to_device(out, g->h_out, (size_t)(T * D) * sizeof(float), g->s));
+    }
+    return kr_cuda_add(KR_CU_F32, BUF(B_X), out, T * D, g->s);
+}
+
+kr_status kr_gpu_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64_t n, bool all_positions,
+                         float *logits) {
+    kr_gpu_model *g = m->gpu;
+    const kr_hparams *hp = &m->hp;
+    int64_t D = hp->hidden, pos0 = kv->len;
+    float eps = (float)hp->rms_eps;
+    double t_start = g->profile ? now_s() : 0;
+    KR_TRY(kr_gpu_kv_reserve(kv, pos0 + n));
+    KR_TRY(reserve(g, m, n, all_positions));
+    kr_cuda_kv *ckv = &kv->gpu->kv;
+    for (int64_t t = 0; t < n; t++)
+        kr_matrix_row(&m->embed, ids[t], g->h_x + t * D);
+    float *x = BUF(B_X), *xn = BUF(B_XN);
+    void *xb = BUF(B_XB);
+    KR_TRY(kr_cuda_to_device(x, g->h_x, (size_t)(n * D) * sizeof(float), g->s));
+    for (int l = 0; l < hp->n_layers; l++) {
+        const gpu_layer *G = &g->layers[l];
+        KR_TRY(kr_cuda_rmsnorm_ex(KR_CU_BF16, xb, D, KR_CU_F32, x, D, G->input_norm, n, D, eps, g->s));
+        KR_TRY(hp->family == KR_FAMILY_DEEPSEEK2 ? mla_attention(g, m, l, ckv, n, pos0)
+                                                 : gqa_attention(g, m, l, ckv, n, pos0));
+        KR_TRY(kr_cuda_rmsnorm(KR_CU_F32, xn, x, G->post_norm, n, D, eps, g->s));
+        KR_TRY(kr_cuda_convert(KR_CU_BF16, xb, KR_CU_F32, xn, n * D, g->s));
+        if (m->layers[l].moe)
+            KR_TRY(moe(g, m, l, n));
+        else
+            KR_TRY(mlp(g, &G->mlp, D, n));
+    }
+    /* logits of the last position, or of all in chunks of up to 256 rows */
+    int64_t first = all_positions ? 0 : n - 1, V = hp->vocab;
+    int64_t chunk = all_positions ? 256 : 1;
+    for (int64_t r0 = first; r0 < n; r0 += chunk) {
+        int64_t rows = n - r0 < chunk ? n - r0 : chunk;
+        KR_TRY(kr_cuda_rmsnorm_ex(KR_CU_BF16, xb, D, KR_CU_F32, x + r0 * D, D, g->final_norm, rows, D, eps, g->s));
+        KR_TRY(kr_cuda_gemm_bf16(g->blas, KR_CU_F32, BUF(B_OUT), xb, g->lm_head, rows, V, D, 1, 0, g->s));
+        KR_TRY(kr_cuda_to_host(logits + (r0 - first) * V, BUF(B_OUT), (size_t)(rows * V) * sizeof(float), g->s));
+        KR_TRY(kr_cuda_stream_sync(g->s));
+    }
+    kv->len += n;
+    if (g->profile && n == 1) {
+        g->prof_steps++;
+        g->prof_total += now_s() - t_start;
+    }
+    return KR_OK;
+}
