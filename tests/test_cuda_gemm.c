@@ -47,6 +47,58 @@ static void test_bf16(kr_cuda_blas *h, int64_t T, int64_t N, int64_t K, kr_cuda_
     test_bf16_at(h, T, N, K, y_dt, beta, 0);
 }
 
+/* batch heads of a [T, batch, K] input against [batch][N][K] weights into a [T, batch, N] output (MLA's
+ * per-head products); T <= 8 takes the GEMV kernel, larger T cuBLASLt's strided batch */
+static void test_batched(kr_cuda_blas *h, int64_t T, int64_t batch, int64_t N, int64_t K, kr_cuda_dtype y_dt, float beta) {
+    float *x = rand_vec(T * batch * K, 1.0f, &seed), *w = rand_vec(batch * N * K, 0.05f, &seed);
+    float *y0 = rand_vec(T * batch * N, 1.0f, &seed), *ref = malloc((size_t)(T * batch * N) * sizeof *ref);
+    round_bf16(x, T * batch * K);
+    round_bf16(w, batch * N * K);
+    if (y_dt == KR_CU_BF16)
+        round_bf16(y0, T * batch * N);
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t b = 0; b < batch; b++)
+            for (int64_t n = 0; n < N; n++) {
+                double acc = 0;
+                for (int64_t k = 0; k < K; k++)
+                    acc += (double)x[(t * batch + b) * K + k] * w[(b * N + n) * K + k];
+                ref[(t * batch + b) * N + n] = (float)(acc + beta * y0[(t * batch + b) * N + n]);
+            }
+    uint16_t *xb = to_bf16(x, T * batch * K), *wb = to_bf16(w, batch * N * K);
+    void *dx = dev_upload(xb, (size_t)(T * batch * K) * 2), *dw = dev_upload(wb, (size_t)(batch * N * K) * 2);
+    void *dy = upload_as(y0, y_dt, T * batch * N);
+    if (beta == 0)
+        CK(kr_cuda_fill_nan(dy, y_dt, T * batch * N, NULL));
+    CK(kr_cuda_gemm_bf16_batched(h, y_dt, dy, batch * N, N, dx, batch * K, K, dw, N * K, T, N, K, batch, 1.0f, beta,
+                                 NULL));
+    CK(kr_cuda_device_sync());
+    float *y = download_as_f32(dy, y_dt, T * batch * N);
+    CHECK_REL(y, ref, T * batch * N, y_dt == KR_CU_F32 ? 1e-5 : 6e-3, "batched gemm bf16 T %lld x %lld heads x %lld x %lld -> %s, beta %g",
+              (long long)T, (long long)batch, (long long)N, (long long)K, kr_cuda_dtype_name(y_dt), beta);
+    kr_cuda_free(dx), kr_cuda_free(dw), kr_cuda_free(dy);
+    free(x), free(w), free(y0), free(ref), free(xb), free(wb), free(y);
+}
+
+/* the router's float32 product: exact to float32 rounding */
+static void test_f32(kr_cuda_blas *h, int64_t T, int64_t N, int64_t K) {
+    float *x = rand_vec(T * K, 1.0f, &seed), *w = rand_vec(N * K, 0.05f, &seed), *ref = malloc((size_t)(T * N) * 4);
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t n = 0; n < N; n++) {
+            double acc = 0;
+            for (int64_t k = 0; k < K; k++)
+                acc += (double)x[t * K + k] * w[n * K + k];
+            ref[t * N + n] = (float)acc;
+        }
+    float *dx = dev_upload(x, (size_t)(T * K) * 4), *dw = dev_upload(w, (size_t)(N * K) * 4), *dy = dev_alloc((size_t)(T * N) * 4);
+    CK(kr_cuda_fill_nan(dy, KR_CU_F32, T * N, NULL));
+    CK(kr_cuda_gemm_f32(h, dy, dx, dw, T, N, K, 0, NULL));
+    float *y = malloc((size_t)(T * N) * 4);
+    dev_download(y, dy, (size_t)(T * N) * 4);
+    CHECK_REL(y, ref, T * N, 1e-5, "gemm f32 %lldx%lldx%lld (no TF32)", (long long)T, (long long)N, (long long)K);
+    kr_cuda_free(dx), kr_cuda_free(dw), kr_cuda_free(dy);
+    free(x), free(w), free(ref), free(y);
+}
+
 static void test_i8(kr_cuda_blas *h, int64_t T, int64_t N, int64_t K) {
     float *x = rand_vec(T * K, 2.0f, &seed), *w = rand_vec(N * K, 0.05f, &seed);
     /* weights: symmetric per output channel, as a loader would store them */
@@ -115,6 +167,18 @@ int main(void) {
     test_bf16(h, 64, 2048, 4096, KR_CU_F32, 0);     /* the same shape again: the cached plan */
     test_bf16_at(h, 64, 2048, 4096, KR_CU_F32, 0, 16); /* same shape, 16-byte aligned views: another plan */
     test_bf16_at(h, 5, 1024, 512, KR_CU_BF16, 1.0f, 48);
+    /* decode sizes (the GEMV kernel): 1..8 tokens, onto the residual, bf16 out, rows not a multiple of 8 */
+    test_bf16(h, 1, 3072, 2048, KR_CU_F32, 1.0f);
+    test_bf16(h, 3, 576, 2048, KR_CU_F32, 0);
+    test_bf16(h, 8, 2816, 2048, KR_CU_BF16, 0);
+    test_bf16(h, 2, 1001, 1408, KR_CU_F32, 1.0f);
+    test_bf16_at(h, 4, 512, 256, KR_CU_F32, 0, 8); /* 8-byte aligned: cuBLASLt takes it */
+    test_batched(h, 1, 16, 512, 128, KR_CU_F32, 0); /* MLA absorb: 16 heads of Wk_b^T q_nope */
+    test_batched(h, 1, 16, 128, 512, KR_CU_BF16, 0); /* MLA value: Wv_b . latent */
+    test_batched(h, 5, 4, 64, 96, KR_CU_F32, 1.0f);
+    test_batched(h, 40, 4, 64, 96, KR_CU_BF16, 0); /* cuBLASLt's strided batch */
+    test_f32(h, 1, 64, 2048);
+    test_f32(h, 37, 160, 5120);
     test_i8(h, 1, 2048, 2048);
     test_i8(h, 100, 1408, 2048);
     test_i8(h, 512, 512, 7168);

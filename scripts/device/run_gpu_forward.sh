@@ -7,6 +7,8 @@
 # KRASIS_SYNTH=dsv2-lite|qwen3-30b-a3b writes that synthetic Q4_0 GGUF (tools/make_synthetic_gguf.py, with
 # gguf-py and the vocab from .peer/llamacpp-src.tar.xz: carry .peer) and benchmarks it: CPU decode, hybrid
 # GPU decode (experts on the CPU), experts in VRAM; KRASIS_GGUF=path.gguf benchmarks an existing file.
+# KRASIS_KERNEL_TESTS="test_cuda_gemm ..." narrows the kernel tests (default: all); KRASIS_BENCH_SET=gguf
+# skips the demo-model benchmarks and keeps the GGUF's hybrid, persistent and capped runs.
 # Logs go to $OUT (or ./device-out); the exit status is the number of failed steps.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,10 +36,9 @@ step "test_gpu_forward" gpu_forward.log build-device/tests/test_gpu_forward
 grep -E "check failed|checks,|SKIP" -A1 "$OUT/gpu_forward.log" | head -60
 cuda_tests() {
   local rc=0 t
-  for t in test_cuda_ops test_cuda_gemm test_cuda_router test_cuda_attention; do
-    build-device/tests/$t --quick || rc=1
+  for t in ${KRASIS_KERNEL_TESTS:-test_cuda_ops test_cuda_gemm test_cuda_router test_cuda_attention test_moe_gpu}; do
+    if [ -x build-device/tests/$t ]; then build-device/tests/$t --quick || rc=1; else build-device/$t --quick || rc=1; fi
   done
-  build-device/test_moe_gpu --quick || rc=1
   return $rc
 }
 step "CUDA kernel tests" cuda_tests.log cuda_tests
@@ -63,20 +64,24 @@ if [ -n "${KRASIS_SYNTH:-}" ]; then
   tail -2 "$OUT/synth.log"
 fi
 bench_all() {
-  bench "demo CPU" -m models/tiny-moe --threads "$T" --decode 64 --prefill 128
-  bench "demo GPU, float experts on the CPU" -m models/tiny-moe --gpu --threads "$T" --decode 64 --prefill 128
-  bench "demo GPU, INT8 experts in VRAM" -m models/tiny-moe --gpu --expert-bits 8 --group-size 32 \
-    --expert-mode persistent --threads "$T" --decode 64 --prefill 128
-  if [ -n "${KRASIS_GGUF:-}" ]; then
-    local g="-m $KRASIS_GGUF --cache-dir /tmp/krasis-cache --threads $T"
-    bench "GGUF CPU" $g --decode 32 --prefill 512
-    KRASIS_GPU_PROFILE=1 bench "GGUF GPU hybrid (experts on the CPU)" $g --gpu --expert-mode cpu --decode 64 \
-      --prefill 512
-    for p in 1024 10240 32768; do
-      KRASIS_GPU_PROFILE=1 bench "GGUF GPU persistent, $p-token prompt" $g --gpu --expert-mode persistent \
-        --decode 64 --prefill $p
+  if [ "${KRASIS_BENCH_SET:-full}" = full ]; then
+    bench "demo CPU" -m models/tiny-moe --threads "$T" --decode 64 --prefill 128
+    bench "demo GPU, float experts on the CPU" -m models/tiny-moe --gpu --threads "$T" --decode 64 --prefill 128
+    bench "demo GPU, INT8 experts in VRAM" -m models/tiny-moe --gpu --expert-bits 8 --group-size 32 \
+      --expert-mode persistent --threads "$T" --decode 64 --prefill 128
+  fi
+  [ -n "${KRASIS_GGUF:-}" ] || return 0
+  local g="-m $KRASIS_GGUF --cache-dir /tmp/krasis-cache --threads $T"
+  [ "${KRASIS_BENCH_SET:-full}" = full ] && bench "GGUF CPU" $g --decode 32 --prefill 512
+  KRASIS_GPU_PROFILE=1 bench "GGUF GPU hybrid (experts on the CPU)" $g --gpu --expert-mode cpu --decode 64 \
+    --prefill 512
+  KRASIS_GPU_PROFILE=1 bench "GGUF GPU persistent, 10K prompt" $g --gpu --expert-mode persistent --decode 64 \
+    --prefill 10240
+  bench "GGUF GPU auto under --vram 10G (grouped), 10K prompt" $g --gpu --vram 10G --decode 16 --prefill 10240
+  if [ "${KRASIS_BENCH_SET:-full}" = full ]; then
+    for p in 1024 32768; do
+      bench "GGUF GPU persistent, $p-token prompt" $g --gpu --expert-mode persistent --decode 16 --prefill $p
     done
-    bench "GGUF GPU auto under --vram 16G, 10K prompt" $g --gpu --vram 16G --decode 16 --prefill 10240
     bench "GGUF GPU chunked, 10K prompt" $g --gpu --expert-mode chunked --decode 16 --prefill 10240
   fi
 }

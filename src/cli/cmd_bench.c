@@ -22,6 +22,9 @@
 #include "backend/cpu/moe.h"
 #include "backend/cpu/threadpool.h"
 #include "cli/commands.h"
+#ifdef KRASIS_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 #include "cli/quant_options.h"
 #include "model/config.h"
 #include "model/model.h"
@@ -387,11 +390,17 @@ int kr_cmd_bench(int argc, char **argv) {
     r.achieved_gbs = r.bytes_per_token * r.decode_tok_s / 1e9;
     r.roofline_pct = 100 * r.achieved_gbs / r.read_bw_gbs;
     const char *isa = kr_kernels_get()->name;
+    char gpu[300] = "none"; /* the device of a --gpu run */
+#ifdef KRASIS_HAVE_CUDA
+    kr_cuda_device_info info;
+    if (qc.gpu.on && kr_cuda_device_query(0, &info) == KR_OK)
+        snprintf(gpu, sizeof gpu, "%s", info.name);
+#endif
     if (json) {
-        printf("{\"mode\": \"%s\", \"decode_tok_s\": %.4f, \"prefill_tok_s\": %.4f, \"bytes_per_token\": %.0f, "
+        printf("{\"gpu\": \"%s\", \"mode\": \"%s\", \"decode_tok_s\": %.4f, \"prefill_tok_s\": %.4f, \"bytes_per_token\": %.0f, "
                "\"achieved_gbs\": %.3f, \"read_bw_gbs\": %.3f, \"roofline_pct\": %.2f, \"threads\": %d, "
                "\"isa\": \"%s\", \"expert_bits\": %d, \"group_size\": %d, \"decode_steps\": %d, \"prefill_tokens\": %d, \"other_load_pct\": %.1f}\n",
-               synthetic ? "synthetic" : "model", r.decode_tok_s, r.prefill_tok_s, r.bytes_per_token, r.achieved_gbs,
+               gpu, synthetic ? "synthetic" : "model", r.decode_tok_s, r.prefill_tok_s, r.bytes_per_token, r.achieved_gbs,
                r.read_bw_gbs, r.roofline_pct, r.threads, isa, qc.routed_bits, qc.group_size, n_decode, n_prefill,
                r.other_load_pct);
         return 0;
@@ -401,6 +410,8 @@ int kr_cmd_bench(int argc, char **argv) {
         printf("  (synthetic: the expert FFN of every MoE layer, %.2f GB of weights; attention/router/lm_head not run)\n",
                r.gb_weights);
     printf("  %-26s %10d\n  %-26s %10s\n", "threads", r.threads, "isa", isa);
+    if (qc.gpu.on)
+        printf("  %-26s %s (bytes, GB/s and roofline below count the CPU's share only)\n", "gpu", gpu);
     printf("  %-26s %10.2f   (median of %d steps)\n", "decode tok/s", r.decode_tok_s, n_decode);
     printf("  %-26s %10.2f   (%d tokens, median of 3)\n", "prefill tok/s", r.prefill_tok_s, n_prefill);
     printf("  %-26s %10.1f MB\n", "bytes read per token", r.bytes_per_token / 1e6);

@@ -212,8 +212,83 @@ extern "C" kr_status kr_cuda_gemm_bf16(kr_cuda_blas *h, kr_cuda_dtype y_dt, void
         return KR_OK;
     if (y_dt != KR_CU_F32 && y_dt != KR_CU_BF16)
         return kr_fail(KR_ERR_ARG, "kr_cuda_gemm_bf16: output dtype %s (want f32 or bf16)", kr_cuda_dtype_name(y_dt));
-    return lt_matmul(h, y_dt == KR_CU_F32 ? 0 : 1, CUDA_R_16BF, y_dt == KR_CU_F32 ? CUDA_R_32F : CUDA_R_16BF,
-                     CUBLAS_COMPUTE_32F, CUDA_R_32F, &alpha, &beta, y, x, w, T, N, K, s);
+    return kr_cuda_gemm_bf16_batched(h, y_dt, y, N, 0, x, K, 0, w, 0, T, N, K, 1, alpha, beta, s);
+}
+
+/* Decode-sized products (T <= 8 tokens): one warp per output row streams the row once with 16-byte
+ * loads and keeps the T dot products in registers. cuBLASLt's general kernels spend most of a decode
+ * step's time on the host (a few microseconds of setup each, dozens per layer) and under-fill the GPU
+ * at T = 1; this is one launch and reads each weight once. */
+enum { GEMV_MAX_T = 8, GEMV_WARPS = 8 };
+
+__device__ __forceinline__ void bf16x8(uint4 v, float f[8]) {
+    const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+    for (int i = 0; i < 4; i++) {
+        f[2 * i] = __uint_as_float(u[i] << 16);
+        f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+    }
+}
+
+template <int TT, typename Y>
+__global__ void gemv_kernel(Y *y, int64_t ldy, int64_t sy, const __nv_bfloat16 *x, int64_t ldx, int64_t sx,
+                            const __nv_bfloat16 *w, int64_t sw, int64_t N, int64_t K, float alpha, float beta) {
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int64_t n = (int64_t)blockIdx.x * GEMV_WARPS + warp, b = blockIdx.y;
+    if (n >= N)
+        return;
+    const __nv_bfloat16 *wr = w + b * sw + n * K, *xb = x + b * sx;
+    float acc[TT];
+    for (int t = 0; t < TT; t++)
+        acc[t] = 0;
+    for (int64_t k = (int64_t)lane * 8; k < K; k += 256) {
+        float wf[8], xf[8];
+        bf16x8(__ldg((const uint4 *)(wr + k)), wf);
+        for (int t = 0; t < TT; t++) {
+            bf16x8(__ldg((const uint4 *)(xb + t * ldx + k)), xf);
+            for (int i = 0; i < 8; i++)
+                acc[t] = fmaf(wf[i], xf[i], acc[t]);
+        }
+    }
+    for (int t = 0; t < TT; t++) {
+        float v = kr_warp_sum(acc[t]) * alpha;
+        if (lane == 0) {
+            Y *o = y + b * sy + t * ldy + n;
+            kr_st(o, beta != 0 ? v + beta * kr_ld(o) : v);
+        }
+    }
+}
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+/* whether the GEMV kernel takes the problem: few tokens, 16-byte aligned rows */
+static bool gemv_fits(const void *x, int64_t ldx, int64_t sx, const void *w, int64_t sw, int64_t T, int64_t K,
+                      int64_t batch) {
+    return T >= 1 && T <= GEMV_MAX_T && K % 8 == 0 && ldx % 8 == 0 && sx % 8 == 0 && sw % 8 == 0 && aligned16(x) &&
+           aligned16(w) && batch <= 65535;
+}
+
+template <typename Y>
+static kr_status gemv(Y *y, int64_t ldy, int64_t sy, const void *x, int64_t ldx, int64_t sx, const void *w, int64_t sw,
+                      int64_t T, int64_t N, int64_t K, int64_t batch, float alpha, float beta, cudaStream_t s) {
+    dim3 grid(kr_blocks(N, GEMV_WARPS), (unsigned)batch);
+    const __nv_bfloat16 *xb = (const __nv_bfloat16 *)x, *wb = (const __nv_bfloat16 *)w;
+#define KR_GEMV(tt)                                                                                        \
+    case tt:                                                                                               \
+        gemv_kernel<tt, Y><<<grid, 32 * GEMV_WARPS, 0, s>>>(y, ldy, sy, xb, ldx, sx, wb, sw, N, K, alpha, beta); \
+        break
+    switch (T) {
+        KR_GEMV(1);
+        KR_GEMV(2);
+        KR_GEMV(3);
+        KR_GEMV(4);
+        KR_GEMV(5);
+        KR_GEMV(6);
+        KR_GEMV(7);
+        KR_GEMV(8);
+    }
+#undef KR_GEMV
+    KR_CU_LAUNCHED("gemv");
+    return KR_OK;
 }
 
 extern "C" kr_status kr_cuda_gemm_bf16_batched(kr_cuda_blas *h, kr_cuda_dtype y_dt, void *y, int64_t ldy,
@@ -228,6 +303,11 @@ extern "C" kr_status kr_cuda_gemm_bf16_batched(kr_cuda_blas *h, kr_cuda_dtype y_
     if (ldx < K || ldy < N || batch < 1 || batch > 0x7fffffff)
         return kr_fail(KR_ERR_ARG, "kr_cuda_gemm_bf16_batched: bad strides (ldx %lld < K %lld or ldy %lld < N %lld) "
                        "or batch %lld", (long long)ldx, (long long)K, (long long)ldy, (long long)N, (long long)batch);
+    if (gemv_fits(x, ldx, stride_x, w, stride_w, T, K, batch))
+        return y_dt == KR_CU_F32 ? gemv((float *)y, ldy, stride_y, x, ldx, stride_x, w, stride_w, T, N, K, batch, alpha,
+                                        beta, s)
+                                 : gemv((__nv_bfloat16 *)y, ldy, stride_y, x, ldx, stride_x, w, stride_w, T, N, K, batch,
+                                        alpha, beta, s);
     lt_shape g = {K, ldx, ldy, batch, stride_w, stride_x, stride_y};
     return lt_matmul_ex(h, y_dt == KR_CU_F32 ? 0 : 1, CUDA_R_16BF, y_dt == KR_CU_F32 ? CUDA_R_32F : CUDA_R_16BF,
                         CUBLAS_COMPUTE_32F, CUDA_R_32F, &alpha, &beta, y, x, w, T, N, K, &g, s);

@@ -1,9 +1,12 @@
-/* Packer for the GPU expert layout (moe_layout.h has the definition). Runs once per expert when the
- * GPU cache is built, so it is written for clarity: each output position is computed from the
- * layout's formulas, and kr_gpu_qlayout_get inverts the same formulas for the tests. */
+/* Packer for the GPU expert layout (moe_layout.h has the definition). q_pos / s_pos are the layout's
+ * formulas (kr_gpu_qlayout_get inverts them for the tests); the packer evaluates q_pos once per call for
+ * the 64 x 16 positions of a tile and then copies tile by tile, row tiles spread over the thread pool:
+ * a 600 GB model's GPU cache is built from ~10^12 weights, so the per-element formula is too slow. */
 #include "backend/cuda/moe_layout.h"
 
 #include <string.h>
+
+#include "backend/cpu/threadpool.h"
 
 
 kr_status kr_gpu_qlayout_check(int64_t n, int64_t k, int bits, int gs) {
@@ -63,24 +66,61 @@ static int64_t s_pos(int64_t k, int gs, int64_t row, int64_t col) {
     return (nt * (k / gs) + col / gs) * 64 + (r % 8) * 8 + r / 8;
 }
 
+typedef struct {
+    const kr_qmatrix *src;
+    uint8_t *dst_q;
+    uint16_t *dst_s;
+    uint16_t at[64 * 16]; /* byte offset inside a tile of (row r, col cc) at r * 16 + cc */
+    uint8_t shift[64 * 16];
+} pack_job;
+
+/* row tiles [nt0, nt1) of the job's matrix */
+static void pack_tiles(void *ctx, int w, int n) {
+    const pack_job *j = ctx;
+    const kr_qmatrix *src = j->src;
+    int64_t k = src->cols, n_tiles = src->rows / 64, kts = k / 16;
+    int bits = src->bits;
+    int64_t tb = bits == 4 ? 512 : 1024;
+    for (int64_t nt = n_tiles * w / n; nt < n_tiles * (w + 1) / n; nt++) {
+        for (int r = 0; r < 64; r++) {
+            int64_t row = nt * 64 + r;
+            const uint8_t *in = src->q + row * src->row_bytes;
+            for (int64_t kt = 0; kt < kts; kt++) {
+                uint8_t *tile = j->dst_q + (nt * kts + kt) * tb;
+                const uint16_t *at = j->at + r * 16;
+                if (bits == 8) {
+                    for (int cc = 0; cc < 16; cc++)
+                        tile[at[cc]] = (uint8_t)((int8_t)in[kt * 16 + cc] + 128);
+                } else {
+                    /* CPU INT4: block of 32 columns = 16 bytes, low nibbles columns 0..15, high 16..31 */
+                    const uint8_t *blk = in + (kt / 2) * 16;
+                    int hi = (int)(kt & 1) * 4;
+                    const uint8_t *sh = j->shift + r * 16;
+                    for (int cc = 0; cc < 16; cc++) /* stored nibble = q + 8, the same bits in both layouts */
+                        tile[at[cc]] |= (uint8_t)(((blk[cc] >> hi) & 15) << sh[cc]);
+                }
+            }
+            for (int64_t gi = 0; gi < k / src->gs; gi++)
+                j->dst_s[s_pos(k, src->gs, row, gi * src->gs)] = kr_f32_to_bf16(src->s[row * src->groups + gi]);
+        }
+    }
+}
+
 kr_status kr_gpu_qlayout_pack(const kr_qmatrix *src, uint8_t *dst_q, uint16_t *dst_s) {
     KR_TRY(kr_gpu_qlayout_check(src->rows, src->cols, src->bits, src->gs));
-    int64_t n = src->rows, k = src->cols;
-    int bits = src->bits, gs = src->gs;
-    if (bits == 4)
-        memset(dst_q, 0, (size_t)kr_gpu_qlayout_qbytes(n, k, bits));
-    for (int64_t row = 0; row < n; row++) {
-        for (int64_t col = 0; col < k; col++) {
-            int sh, v = kr_qmatrix_get(src, row, col);
-            int64_t at = q_pos(k, bits, row, col, &sh);
-            if (bits == 8)
-                dst_q[at] = (uint8_t)(v + 128);
-            else
-                dst_q[at] |= (uint8_t)((v + 8) << sh);
+    static _Thread_local pack_job j; /* 3 KiB of tables: not on a worker's stack */
+    j.src = src;
+    j.dst_q = dst_q;
+    j.dst_s = dst_s;
+    for (int r = 0; r < 64; r++)
+        for (int cc = 0; cc < 16; cc++) {
+            int sh;
+            j.at[r * 16 + cc] = (uint16_t)q_pos(src->cols, src->bits, r, cc, &sh); /* tile (0, 0) */
+            j.shift[r * 16 + cc] = (uint8_t)sh;
         }
-        for (int64_t gi = 0; gi < k / gs; gi++)
-            dst_s[s_pos(k, gs, row, gi * gs)] = kr_f32_to_bf16(src->s[row * src->groups + gi]);
-    }
+    if (src->bits == 4)
+        memset(dst_q, 0, (size_t)kr_gpu_qlayout_qbytes(src->rows, src->cols, src->bits));
+    kr_pool_run_work(pack_tiles, &j, (double)src->rows * (double)src->cols);
     return KR_OK;
 }
 
