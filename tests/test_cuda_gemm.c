@@ -167,15 +167,20 @@ int main(void) {
     test_bf16(h, 64, 2048, 4096, KR_CU_F32, 0);     /* the same shape again: the cached plan */
     test_bf16_at(h, 64, 2048, 4096, KR_CU_F32, 0, 16); /* same shape, 16-byte aligned views: another plan */
     test_bf16_at(h, 5, 1024, 512, KR_CU_BF16, 1.0f, 48);
-    /* decode sizes (the GEMV kernel): 1..8 tokens, onto the residual, bf16 out, rows not a multiple of 8 */
-    test_bf16(h, 1, 3072, 2048, KR_CU_F32, 1.0f);
-    test_bf16(h, 3, 576, 2048, KR_CU_F32, 0);
-    test_bf16(h, 8, 2816, 2048, KR_CU_BF16, 0);
-    test_bf16(h, 2, 1001, 1408, KR_CU_F32, 1.0f);
-    test_bf16_at(h, 4, 512, 256, KR_CU_F32, 0, 8); /* 8-byte aligned: cuBLASLt takes it */
-    test_batched(h, 1, 16, 512, 128, KR_CU_F32, 0); /* MLA absorb: 16 heads of Wk_b^T q_nope */
-    test_batched(h, 1, 16, 128, 512, KR_CU_BF16, 0); /* MLA value: Wv_b . latent */
-    test_batched(h, 5, 4, 64, 96, KR_CU_F32, 1.0f);
+    /* decode sizes, through the GEMV kernel and through cuBLASLt: 1..8 tokens, onto the residual, bf16 out,
+     * rows not a multiple of 8; batched as MLA's per-head products */
+    for (int gemv = 1; gemv >= 0; gemv--) {
+        kr_cuda_gemm_force_gemv(gemv);
+        test_bf16(h, 1, 3072, 2048, KR_CU_F32, 1.0f);
+        test_bf16(h, 3, 576, 2048, KR_CU_F32, 0);
+        test_bf16(h, 8, 2816, 2048, KR_CU_BF16, 0);
+        test_bf16(h, 2, 1001, 1408, KR_CU_F32, 1.0f);
+        test_bf16_at(h, 4, 512, 256, KR_CU_F32, 0, 8); /* 8-byte aligned: cuBLASLt takes it */
+        test_batched(h, 1, 16, 512, 128, KR_CU_F32, 0); /* MLA absorb: 16 heads of Wk_b^T q_nope */
+        test_batched(h, 1, 16, 128, 512, KR_CU_BF16, 0); /* MLA value: Wv_b . latent */
+        test_batched(h, 5, 4, 64, 96, KR_CU_F32, 1.0f);
+    }
+    kr_cuda_gemm_force_gemv(-1);
     test_batched(h, 40, 4, 64, 96, KR_CU_BF16, 0); /* cuBLASLt's strided batch */
     test_f32(h, 1, 64, 2048);
     test_f32(h, 37, 160, 5120);

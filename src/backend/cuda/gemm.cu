@@ -260,10 +260,22 @@ __global__ void gemv_kernel(Y *y, int64_t ldy, int64_t sy, const __nv_bfloat16 *
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
+/* Off unless KRASIS_GPU_GEMV=1 (or a test forces it): written after the session's last GPU run, so not yet
+ * checked on a device (issue 8's notes); the next device run's test_cuda_gemm decides the default. */
+static int gemv_forced = -1;
+extern "C" void kr_cuda_gemm_force_gemv(int on) { gemv_forced = on; }
+
+static bool gemv_enabled(void) {
+    if (gemv_forced >= 0)
+        return gemv_forced != 0;
+    const char *e = getenv("KRASIS_GPU_GEMV");
+    return e && atoi(e) > 0;
+}
+
 /* whether the GEMV kernel takes the problem: few tokens, 16-byte aligned rows */
 static bool gemv_fits(const void *x, int64_t ldx, int64_t sx, const void *w, int64_t sw, int64_t T, int64_t K,
                       int64_t batch) {
-    return T >= 1 && T <= GEMV_MAX_T && K % 8 == 0 && ldx % 8 == 0 && sx % 8 == 0 && sw % 8 == 0 && aligned16(x) &&
+    return gemv_enabled() && T >= 1 && T <= GEMV_MAX_T && K % 8 == 0 && ldx % 8 == 0 && sx % 8 == 0 && sw % 8 == 0 && aligned16(x) &&
            aligned16(w) && batch <= 65535;
 }
 
