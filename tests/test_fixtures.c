@@ -30,28 +30,21 @@ static void compare_rows(const char *fx, const char *what, const float *got, con
 }
 
 static void check_fixture(const char *fx) {
-    char dir[1024], path[1200];
+    char dir[1024];
     snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", KRASIS_SOURCE_DIR, fx);
-    json_t *ref;
-    snprintf(path, sizeof path, "%s/reference.json", dir);
-    if (kr_json_load_file(path, &ref) != KR_OK) {
-        CHECK(0, "%s", kr_error());
+    fixture_ref ref;
+    if (fixture_ref_load(dir, &ref) != KR_OK) {
+        CHECK(0, "%s: reference: %s", fx, kr_error());
         return;
     }
-    int32_t prompt[64], decode[64];
-    int np = read_ids(ref, "prompt_ids", prompt, 64), nd = read_ids(ref, "decode_ids", decode, 64);
-    json_decref(ref);
-    kr_npy want_p, want_d;
-    snprintf(path, sizeof path, "%s/logits_prompt.npy", dir);
-    kr_status s1 = kr_npy_read_f32(path, &want_p);
-    snprintf(path, sizeof path, "%s/logits_decode.npy", dir);
-    kr_status s2 = kr_npy_read_f32(path, &want_d);
+    int np = ref.np, nd = ref.nd;
+    const int32_t *prompt = ref.prompt, *decode = ref.decode;
+    const kr_npy want_p = ref.want_p, want_d = ref.want_d;
     kr_model *m = NULL;
     kr_kv_cache *kv = NULL;
-    CHECK(s1 == KR_OK && s2 == KR_OK, "%s: reference logits: %s", fx, kr_error());
     kr_status s = kr_model_open(dir, &m);
     CHECK(s == KR_OK, "%s: open: %s", fx, kr_error());
-    if (s1 != KR_OK || s2 != KR_OK || s != KR_OK)
+    if (s != KR_OK)
         goto done;
     int64_t V = m->hp.vocab;
     CHECK(want_p.ndim == 2 && want_p.shape[0] == np && want_p.shape[1] == V, "%s: logits_prompt shape", fx);
@@ -77,8 +70,7 @@ static void check_fixture(const char *fx) {
 done:
     kr_kv_cache_free(kv);
     kr_model_close(m);
-    kr_npy_free(&want_p);
-    kr_npy_free(&want_d);
+    fixture_ref_free(&ref);
 }
 
 int main(int argc, char **argv) {

@@ -110,43 +110,31 @@ static kr_status run(kr_model *m, const int32_t *prompt, int np, const int32_t *
 }
 
 static void fixture_vs_hf(const char *fx, bool fp8) {
-    char dir[1024], path[1200], what[256];
+    char dir[1024], what[256];
     snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", KRASIS_SOURCE_DIR, fx);
-    json_t *ref;
-    snprintf(path, sizeof path, "%s/reference.json", dir);
-    if (kr_json_load_file(path, &ref) != KR_OK) {
-        CHECK(0, "%s", kr_error());
+    fixture_ref ref;
+    if (fixture_ref_load(dir, &ref) != KR_OK) {
+        CHECK(0, "%s: reference: %s", fx, kr_error());
         return;
     }
-    int32_t prompt[64], dec[64];
-    int np = read_ids(ref, "prompt_ids", prompt, 64), nd = read_ids(ref, "decode_ids", dec, 64);
-    json_decref(ref);
-    kr_npy want_p, want_d;
-    snprintf(path, sizeof path, "%s/logits_prompt.npy", dir);
-    kr_status s1 = kr_npy_read_f32(path, &want_p);
-    snprintf(path, sizeof path, "%s/logits_decode.npy", dir);
-    kr_status s2 = kr_npy_read_f32(path, &want_d);
-    CHECK(s1 == KR_OK && s2 == KR_OK, "%s: reference logits: %s", fx, kr_error());
+    int np = ref.np, nd = ref.nd;
     kr_quant_config qc = config(0, true, fp8, "cpu");
-    kr_model *m = s1 == KR_OK && s2 == KR_OK ? open_model(dir, &qc) : NULL;
+    kr_model *m = open_model(dir, &qc);
     if (m) {
         int64_t V = m->hp.vocab;
         float *got = malloc((size_t)((np + nd) * V) * sizeof(float));
-        kr_status s = run(m, prompt, np, dec, nd, got);
+        kr_status s = run(m, ref.prompt, np, ref.decode, nd, got);
         CHECK(s == KR_OK, "%s: GPU forward: %s", fx, kr_error());
         snprintf(what, sizeof what, "%s (%s KV) vs transformers (prompt rows, then decode rows)", fx,
                  fp8 ? "fp8" : "bf16");
         seq_check c = {.what = what, .fp8 = fp8};
         for (int r = 0; s == KR_OK && r < np + nd; r++)
-            compare(&c, got + r * V, r < np ? want_p.data + r * V : want_d.data + (r - np) * V, V);
+            compare(&c, got + r * V, r < np ? ref.want_p.data + r * V : ref.want_d.data + (r - np) * V, V);
         finish(&c);
         free(got);
         kr_model_close(m);
     }
-    if (s1 == KR_OK)
-        kr_npy_free(&want_p);
-    if (s2 == KR_OK)
-        kr_npy_free(&want_d);
+    fixture_ref_free(&ref);
 }
 
 /* the same model and quantization on the CPU and on the GPU (experts where `experts` says) */

@@ -27,6 +27,7 @@
 #include "backend/cuda/moe_cache.h"
 #include "backend/cuda/moe_layout.h"
 #include "backend/cuda/moe_residency.h"
+#include "backend/cuda/vram_plan.h"
 
 typedef struct {
     void *p;
@@ -452,18 +453,8 @@ void kr_gpu_model_destroy(kr_gpu_model *g) {
 /* ---------------------------------------------------------------------------------------- KV cache */
 
 static kr_cuda_kv_shape kv_shape(const kr_model *m, int64_t capacity) {
-    const kr_hparams *hp = &m->hp;
-    kr_cuda_kv_shape sh = {.n_layers = hp->n_layers, .capacity = capacity,
-                           .dt = m->gpu->cfg.kv_fp8 ? KR_CU_FP8 : KR_CU_BF16};
-    if (hp->family == KR_FAMILY_DEEPSEEK2) {
-        sh.n_kv_heads = 1;
-        sh.k_dim = hp->kv_lora_rank + hp->qk_rope_dim;
-        sh.v_dim = hp->kv_lora_rank;
-        sh.v_in_k = 1;
-    } else {
-        sh.n_kv_heads = hp->n_kv_heads;
-        sh.k_dim = sh.v_dim = hp->head_dim;
-    }
+    kr_cuda_kv_shape sh = kr_kv_shape_of(&m->hp, m->gpu->cfg.kv_fp8);
+    sh.capacity = capacity;
     return sh;
 }
 

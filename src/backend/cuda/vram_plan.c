@@ -55,7 +55,7 @@ static int64_t attention_params(const kr_hparams *hp) {
     return p;
 }
 
-static kr_cuda_kv_shape kv_shape(const kr_hparams *hp, int fp8) {
+kr_cuda_kv_shape kr_kv_shape_of(const kr_hparams *hp, int fp8) {
     kr_cuda_kv_shape s;
     memset(&s, 0, sizeof s);
     s.n_layers = hp->n_layers;
@@ -71,6 +71,29 @@ static kr_cuda_kv_shape kv_shape(const kr_hparams *hp, int fp8) {
         s.k_dim = s.v_dim = hp->head_dim;
     }
     return s;
+}
+
+/* workspace of one prefill chunk, bf16 activations: residual + normed + attention out + MLP out,
+ * q/k/v (MLA: keys and values expanded per head), the routed tokens' gate/up rows, router logits,
+ * the last token's logits, cuBLASLt's 32 MiB */
+static int64_t workspace_bytes(const kr_hparams *hp, const kr_vram_request *rq, int64_t moe_layers) {
+    int64_t D = hp->hidden, E = hp->router.n_experts;
+    int64_t C = rq->prefill_chunk > 0 ? rq->prefill_chunk : 4096;
+    int64_t H = hp->n_heads, qkd, vd, kvh;
+    if (hp->family == KR_FAMILY_DEEPSEEK2) {
+        qkd = hp->qk_nope_dim + hp->qk_rope_dim;
+        vd = hp->v_head_dim;
+        kvh = H;
+    } else {
+        qkd = vd = hp->head_dim;
+        kvh = hp->n_kv_heads;
+    }
+    int64_t ffn = hp->intermediate;
+    if (moe_layers) {
+        int64_t moe = (int64_t)hp->router.top_k * hp->moe_intermediate;
+        ffn = ffn > moe ? ffn : moe;
+    }
+    return C * (4 * D + H * qkd + kvh * (qkd + vd) + H * vd + 2 * ffn) * 2 + C * E * 4 + hp->vocab * 4 + 32 * MiB;
 }
 
 kr_status kr_vram_plan_make(const kr_hparams *hp, const kr_vram_request *rq, kr_vram_plan *p) {
@@ -91,28 +114,10 @@ kr_status kr_vram_plan_make(const kr_hparams *hp, const kr_vram_request *rq, kr_
     p->routed_layer = kr_weight_bytes(E * 3 * D * hp->moe_intermediate, qc->routed_bits, gs);
     p->routed_total = p->moe_layers * p->routed_layer;
 
-    /* workspace of one prefill chunk, bf16 activations: residual + normed + attention out + MLP out,
-     * q/k/v (MLA: keys and values expanded per head), the routed tokens' gate/up rows, router logits,
-     * the last token's logits, cuBLASLt's 32 MiB */
-    int64_t C = rq->prefill_chunk > 0 ? rq->prefill_chunk : 4096;
-    int64_t H = hp->n_heads, qkd, vd, kvh;
-    if (hp->family == KR_FAMILY_DEEPSEEK2) {
-        qkd = hp->qk_nope_dim + hp->qk_rope_dim;
-        vd = hp->v_head_dim;
-        kvh = H;
-    } else {
-        qkd = vd = hp->head_dim;
-        kvh = hp->n_kv_heads;
-    }
-    int64_t ffn = hp->intermediate;
-    if (p->moe_layers) {
-        int64_t moe = (int64_t)hp->router.top_k * hp->moe_intermediate;
-        ffn = ffn > moe ? ffn : moe;
-    }
-    p->workspace = C * (4 * D + H * qkd + kvh * (qkd + vd) + H * vd + 2 * ffn) * 2 + C * E * 4 + hp->vocab * 4 + 32 * MiB;
+    p->workspace = workspace_bytes(hp, rq, p->moe_layers);
     p->reserve = 512 * MiB; /* CUDA context, module images, allocator slack */
 
-    kr_cuda_kv_shape ks = kv_shape(hp, rq->kv_fp8);
+    kr_cuda_kv_shape ks = kr_kv_shape_of(hp, rq->kv_fp8);
     p->kv_per_token = kr_cuda_kv_bytes_per_token(&ks);
     int64_t max_ctx = hp->max_pos > 0 ? hp->max_pos : 32768;
     int64_t target = rq->ctx_target > 0 ? rq->ctx_target : (max_ctx < 32768 ? max_ctx : 32768);

@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 
+#include "backend/cuda/cuda_attention.h"
 #include "base/status.h"
 #include "model/config.h"
 #include "model/model.h"
@@ -44,5 +45,8 @@ int64_t kr_weight_bytes(int64_t n, int bits, int group_size);
 kr_status kr_vram_plan_make(const kr_hparams *hp, const kr_vram_request *rq, kr_vram_plan *p);
 /* "16G", "16GiB", "24GB", "8000M", "1.5T", a plain byte count: 0 on a bad value */
 int64_t kr_parse_size(const char *s);
+/* The GPU KV cache's shape for a model (capacity 1 token): MLA keeps [latent | rope key] with the value
+ * inside it, GQA k and v per kv head. */
+kr_cuda_kv_shape kr_kv_shape_of(const kr_hparams *hp, int fp8);
 
 #endif
