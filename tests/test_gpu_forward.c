@@ -138,10 +138,11 @@ static void fixture_vs_hf(const char *fx, bool fp8) {
 }
 
 /* the same model and quantization on the CPU and on the GPU (experts where `experts` says) */
-static void gpu_vs_cpu(const char *path, int expert_bits, const char *experts) {
+static void gpu_vs_cpu(const char *path, int expert_bits, const char *experts, int64_t chunk) {
     static const int32_t prompt[] = {1, 5, 9, 2, 7, 3, 11, 4, 6, 8}, dec[] = {12, 3, 17, 5};
     int np = 10, nd = 4;
     kr_quant_config qcpu = config(expert_bits, false, false, "cpu"), qgpu = config(expert_bits, true, false, experts);
+    qgpu.gpu.prefill_chunk = chunk;
     kr_model *c = open_model(path, &qcpu), *g = c ? open_model(path, &qgpu) : NULL;
     if (g) {
         int64_t V = c->hp.vocab;
@@ -151,8 +152,8 @@ static void gpu_vs_cpu(const char *path, int expert_bits, const char *experts) {
         kr_status t = run(g, prompt, np, dec, nd, b);
         CHECK(t == KR_OK, "%s: GPU forward: %s", path, kr_error());
         char what[1400];
-        snprintf(what, sizeof what, "%s, INT%d experts (0: as the GGUF has them), --expert-mode %s, GPU vs CPU", path,
-                 expert_bits, experts);
+        snprintf(what, sizeof what, "%s, INT%d experts (0: as the GGUF has them), --expert-mode %s, prompt chunk %lld, "
+                 "GPU vs CPU", path, expert_bits, experts, (long long)chunk);
         seq_check ck = {.what = what};
         for (int r = 0; s == KR_OK && t == KR_OK && r < np + nd; r++)
             compare(&ck, b + r * V, a + r * V, V);
@@ -228,9 +229,11 @@ static void demo_greedy(void) {
         return;
     }
     kr_model_close(c);
+    /* the prompt in chunks of 4 tokens: in grouped modes each group runs every chunk before the next group */
     static const char *modes[] = {"persistent", "grouped:2", "chunked", "cpu"};
     for (int i = 0; i < 4; i++) {
         kr_quant_config qg = config(8, true, false, modes[i]);
+        qg.gpu.prefill_chunk = 4;
         kr_model *g = open_model(dir, &qg);
         if (g && greedy(g, prompt, np, nw, got) == KR_OK) {
             int same = 0;
@@ -263,13 +266,14 @@ int main(void) {
         fixture_vs_hf(fixtures[i], true);
         snprintf(path, sizeof path, "%s/tests/fixtures/%s", KRASIS_SOURCE_DIR, fixtures[i]);
         if (strcmp(fixtures[i], "qwen3_moe_yarn") != 0) /* dense: no routed experts */
-            gpu_vs_cpu(path, 8, "cpu");
+            gpu_vs_cpu(path, 8, "cpu", 0);
     }
     static const char *ggufs[] = {"dsv2_lite/dsv2_lite-Q8_0.gguf", "dsv2_lite/dsv2_lite-Q4_0.gguf",
                                   "qwen3_moe/qwen3_moe-Q4_0.gguf", "glm4_moe/glm4_moe-Q8_0.gguf"};
     for (size_t i = 0; i < sizeof ggufs / sizeof *ggufs; i++) {
         snprintf(path, sizeof path, "%s/tests/fixtures_gguf/%s", KRASIS_SOURCE_DIR, ggufs[i]);
-        gpu_vs_cpu(path, 0, "cpu");
+        gpu_vs_cpu(path, 0, "cpu", 0);
+        gpu_vs_cpu(path, 0, "cpu", 3); /* the prompt in chunks of 3 */
     }
     demo_greedy();
     char cmd[600];

@@ -77,12 +77,18 @@ struct kr_gpu_model {
     kr_gpu_experts *experts;
     bool decode_on_gpu;
     int64_t gpu_min_tokens;
+    int group_moe_layers; /* MoE layers per residency group (all of them when persistent) */
     int *moe_index;
+    int64_t chunk;        /* prompt tokens per pass through a layer group (the planner's prefill chunk) */
+    float *x;             /* the residual rows of the chunk being run (inside buf[B_X]) */
+    float *h_emb;         /* pinned embedding rows of a whole prompt */
+    int64_t h_emb_cap;
+    int64_t expert_budget; /* the VRAM plan's room for routed experts */
     void **mem; /* every weight allocation, freed at destroy */
     int n_mem, cap_mem;
     dbuf buf[B_COUNT];
     /* pinned host side of the hand-offs */
-    float *h_x, *h_out;
+    float *h_x, *h_out; /* the hybrid hand-off: normalized hidden states out, routed-expert output back */
     int32_t *h_idx;
     float *h_w;
     int64_t h_cap; /* tokens */
@@ -306,17 +312,52 @@ static kr_status upload_layer(kr_gpu_model *g, const kr_model *m, int l) {
     return KR_OK;
 }
 
-/* VRAM the experts may take: free memory (under --vram, after the other weights) less room for the
- * activations of a long prompt and the KV cache */
+/* The VRAM planner (vram_plan.h) at start-up, for what this path keeps: non-expert weights in BF16, the
+ * routed experts at the CPU quantization's bits, the KV cache and a prefill chunk's workspace. It refuses,
+ * with the sizes, a GPU the non-expert part does not fit; otherwise it says how much the experts may take
+ * (what is left after a KV cache for min(max_pos, 32K) tokens). */
+static kr_status plan_vram(kr_gpu_model *g, kr_model *m, const kr_quant_config *qc) {
+    const kr_hparams *hp = &m->hp;
+    kr_cuda_device_info info;
+    KR_TRY(kr_cuda_device_query(0, &info));
+    kr_vram_request rq = {.vram_bytes = (int64_t)info.free_bytes, .qc = *qc, .kv_fp8 = g->cfg.kv_fp8,
+                          .prefill_chunk = g->chunk};
+    if (g->cfg.vram_cap && g->cfg.vram_cap < rq.vram_bytes)
+        rq.vram_bytes = g->cfg.vram_cap;
+    rq.qc.shared_bits = rq.qc.attention_bits = rq.qc.dense_bits = rq.qc.lm_head_bits = 0;
+    for (int l = 0; l < hp->n_layers; l++) {
+        const kr_qexpert *qe = hp->layer_is_moe[l] ? kr_model_routed_qexperts(m, l) : NULL;
+        if (qe) {
+            rq.qc.routed_bits = qe[0].w13.bits;
+            rq.qc.group_size = qe[0].w13.gs;
+            break;
+        }
+    }
+    kr_vram_plan p;
+    if (kr_vram_plan_make(hp, &rq, &p) != KR_OK) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", kr_error());
+        return kr_fail(KR_ERR_UNSUPPORTED, "--gpu on %s: %s", info.name, why);
+    }
+    int64_t max_ctx = hp->max_pos > 0 && hp->max_pos < 32768 ? hp->max_pos : 32768;
+    g->expert_budget = rq.vram_bytes - p.nonexpert - p.workspace - p.reserve - max_ctx * p.kv_per_token;
+    if (g->expert_budget < 0)
+        g->expert_budget = 0;
+    fprintf(stderr, "krasis: VRAM plan: %.2f GiB usable on %s; non-expert weights %.2f GiB, workspace %.2f GiB, KV "
+            "%lld bytes a token (%s); %.2f GiB left for routed experts\n",
+            rq.vram_bytes / 1073741824.0, info.name, p.nonexpert / 1073741824.0, p.workspace / 1073741824.0,
+            (long long)p.kv_per_token, g->cfg.kv_fp8 ? "fp8" : "bf16", g->expert_budget / 1073741824.0);
+    return KR_OK;
+}
+
+/* What the experts may take now: the plan's share, and no more than is free (less 1 GiB of slack). */
 static int64_t expert_budget(const kr_gpu_model *g) {
-    const int64_t reserve = 2ll << 30;
     kr_cuda_device_info info;
     if (kr_cuda_device_query(0, &info) != KR_OK)
         return 0;
-    int64_t avail = (int64_t)info.free_bytes - reserve;
-    if (g->cfg.vram_cap && g->cfg.vram_cap - g->weight_bytes - reserve < avail)
-        avail = g->cfg.vram_cap - g->weight_bytes - reserve;
-    return avail > 0 ? avail : 0;
+    int64_t free_now = (int64_t)info.free_bytes - (1ll << 30);
+    int64_t b = g->expert_budget < free_now ? g->expert_budget : free_now;
+    return b > 0 ? b : 0;
 }
 
 /* Puts the routed experts in VRAM per cfg.experts (after the other weights, which the budget counts).
@@ -357,6 +398,7 @@ static kr_status place_experts(kr_gpu_model *g, kr_model *m, const kr_quant_conf
         return KR_OK;
     }
     g->decode_on_gpu = xs.mode.kind == KR_EXPERTS_PERSISTENT;
+    g->group_moe_layers = xs.mode.group > 0 ? xs.mode.group : n_moe;
     g->expert_bytes = xs.vram_bytes;
     char mode[64];
     kr_expert_mode_str(&xs.mode, mode, sizeof mode);
@@ -378,12 +420,15 @@ kr_status kr_gpu_model_create(kr_model *m, const kr_quant_config *qc) {
         return kr_fail(KR_ERR_NOMEM, "out of memory");
     g->cfg = *cfg;
     g->gpu_min_tokens = cfg->experts_min_tokens > 0 ? cfg->experts_min_tokens : 64;
+    g->chunk = cfg->prefill_chunk > 0 ? cfg->prefill_chunk : 4096;
     g->profile = getenv("KRASIS_GPU_PROFILE") && atoi(getenv("KRASIS_GPU_PROFILE")) > 0;
     g->layers = calloc((size_t)hp->n_layers, sizeof *g->layers);
     g->moe_index = calloc((size_t)hp->n_layers, sizeof *g->moe_index);
     kr_status st = g->layers && g->moe_index ? KR_OK : kr_fail(KR_ERR_NOMEM, "out of memory");
     if (st == KR_OK)
         st = kr_cuda_set_device(0);
+    if (st == KR_OK)
+        st = plan_vram(g, m, qc);
     if (st == KR_OK)
         st = kr_cuda_stream_create(&g->s);
     if (st == KR_OK)
@@ -439,6 +484,7 @@ void kr_gpu_model_destroy(kr_gpu_model *g) {
     kr_cuda_host_free(g->h_out);
     kr_cuda_host_free(g->h_idx);
     kr_cuda_host_free(g->h_w);
+    kr_cuda_host_free(g->h_emb);
     kr_cuda_blas_destroy(g->blas);
     if (g->copied)
         kr_cuda_event_destroy(g->copied);
@@ -531,9 +577,9 @@ void kr_gpu_kv_free(kr_kv_cache *kv) {
 
 #define BUF(i) (g->buf[i].p)
 
-/* Sizes every working buffer for T tokens over a context of ctx positions (grow-only: a decode step
- * after the first allocates nothing). */
-static kr_status reserve(kr_gpu_model *g, const kr_model *m, int64_t T, bool all_positions) {
+/* Sizes the residual stream and the pinned embedding rows for a prompt of n tokens and every other
+ * working buffer for chunks of T (grow-only: a decode step after the first allocates nothing). */
+static kr_status reserve(kr_gpu_model *g, const kr_model *m, int64_t n, int64_t T, bool all_positions) {
     const kr_hparams *hp = &m->hp;
     int64_t D = hp->hidden, H = hp->n_heads, f = sizeof(float), b = 2;
     int64_t q = hp->family == KR_FAMILY_DEEPSEEK2 ? H * hp->head_dim : H * hp->head_dim;
@@ -544,8 +590,15 @@ static kr_status reserve(kr_gpu_model *g, const kr_model *m, int64_t T, bool all
     if (hp->moe_intermediate * (hp->n_shared > 0 ? hp->n_shared : 1) > inter)
         inter = hp->moe_intermediate * (hp->n_shared > 0 ? hp->n_shared : 1);
     int E = hp->router.n_experts > 0 ? hp->router.n_experts : 1, K = hp->router.top_k > 0 ? hp->router.top_k : 1;
-    int64_t rows = all_positions ? (T < 256 ? T : 256) : 1;
-    KR_TRY(dgrow(g, B_X, (size_t)(T * D * f), "the residual stream"));
+    int64_t rows = all_positions ? (n < 256 ? n : 256) : 1;
+    KR_TRY(dgrow(g, B_X, (size_t)(n * D * f), "the residual stream"));
+    if (n > g->h_emb_cap) {
+        kr_cuda_host_free(g->h_emb);
+        g->h_emb = NULL;
+        g->h_emb_cap = 0;
+        KR_TRY(kr_cuda_host_alloc((void **)&g->h_emb, (size_t)(n * D * f), "pinned embedding rows"));
+        g->h_emb_cap = n;
+    }
     KR_TRY(dgrow(g, B_XN, (size_t)(T * D * f), "normalized hidden states"));
     KR_TRY(dgrow(g, B_XB, (size_t)(T * D * b), "bf16 hidden states"));
     KR_TRY(dgrow(g, B_Q, (size_t)(T * q * f), "queries"));
@@ -682,8 +735,8 @@ static kr_status mla_attention(kr_gpu_model *g, const kr_model *m, int l, kr_cud
         KR_TRY(mla_expanded(g, hp, G, kv, l, T, pos0));
     else
         KR_TRY(mla_absorbed(g, hp, G, kv, l, T, pos0));
-    KR_TRY(kr_cuda_gemm_bf16(g->blas, KR_CU_F32, BUF(B_X), ob, G->o, T, D, H * Dv, 1, 1, g->s));
-    return G->o_bias ? kr_cuda_add_rows(KR_CU_F32, BUF(B_X), G->o_bias, T, D, g->s) : KR_OK;
+    KR_TRY(kr_cuda_gemm_bf16(g->blas, KR_CU_F32, g->x, ob, G->o, T, D, H * Dv, 1, 1, g->s));
+    return G->o_bias ? kr_cuda_add_rows(KR_CU_F32, g->x, G->o_bias, T, D, g->s) : KR_OK;
 }
 
 /* bias, per-head RMSNorm and RoPE of T rows of `heads` heads (gqa.c's prepare_heads) */
@@ -718,8 +771,8 @@ static kr_status gqa_attention(kr_gpu_model *g, const kr_model *m, int l, kr_cud
                       .k = kr_cuda_kv_k_view(kv, l), .v = kr_cuda_kv_v_view(kv, l),
                       .out = view(att, KR_CU_BF16, Hq * hd, hd)};
     KR_TRY(attend(g, &a));
-    KR_TRY(kr_cuda_gemm_bf16(g->blas, KR_CU_F32, BUF(B_X), att, G->o, T, D, Hq * hd, 1, 1, g->s));
-    return G->o_bias ? kr_cuda_add_rows(KR_CU_F32, BUF(B_X), G->o_bias, T, D, g->s) : KR_OK;
+    KR_TRY(kr_cuda_gemm_bf16(g->blas, KR_CU_F32, g->x, att, G->o, T, D, Hq * hd, 1, 1, g->s));
+    return G->o_bias ? kr_cuda_add_rows(KR_CU_F32, g->x, G->o_bias, T, D, g->s) : KR_OK;
 }
 
 /* x += down(silu(gate xb) * up xb) */
@@ -728,7 +781,7 @@ static kr_status mlp(kr_gpu_model *g, const gpu_mlp *p, int64_t D, int64_t T) {
     void *gu = BUF(B_GU), *act = BUF(B_ACT);
     KR_TRY(kr_cuda_gemm_bf16(g->blas, KR_CU_BF16, gu, BUF(B_XB), p->gu, T, 2 * I, D, 1, 0, g->s));
     KR_TRY(kr_cuda_silu_mul(KR_CU_BF16, act, I, gu, (uint16_t *)gu + I, 2 * I, T, I, g->s));
-    return kr_cuda_gemm_bf16(g->blas, KR_CU_F32, BUF(B_X), act, p->down, T, D, I, 1, 1, g->s);
+    return kr_cuda_gemm_bf16(g->blas, KR_CU_F32, g->x, act, p->down, T, D, I, 1, 1, g->s);
 }
 
 static kr_status moe(kr_gpu_model *g, kr_model *m, int l, int64_t T) {
@@ -769,41 +822,73 @@ static kr_status moe(kr_gpu_model *g, kr_model *m, int l, int64_t T) {
         }
         KR_TRY(kr_cuda_to_device(out, g->h_out, (size_t)(T * D) * sizeof(float), g->s));
     }
-    return kr_cuda_add(KR_CU_F32, BUF(B_X), out, T * D, g->s);
+    return kr_cuda_add(KR_CU_F32, g->x, out, T * D, g->s);
 }
 
+/* One layer for the T rows at g->x (positions pos0 ..) */
+static kr_status layer(kr_gpu_model *g, kr_model *m, int l, kr_cuda_kv *kv, int64_t T, int64_t pos0) {
+    const kr_hparams *hp = &m->hp;
+    const gpu_layer *G = &g->layers[l];
+    int64_t D = hp->hidden;
+    float eps = (float)hp->rms_eps, *xn = BUF(B_XN);
+    void *xb = BUF(B_XB);
+    KR_TRY(kr_cuda_rmsnorm_ex(KR_CU_BF16, xb, D, KR_CU_F32, g->x, D, G->input_norm, T, D, eps, g->s));
+    KR_TRY(hp->family == KR_FAMILY_DEEPSEEK2 ? mla_attention(g, m, l, kv, T, pos0) : gqa_attention(g, m, l, kv, T, pos0));
+    KR_TRY(kr_cuda_rmsnorm(KR_CU_F32, xn, g->x, G->post_norm, T, D, eps, g->s));
+    KR_TRY(kr_cuda_convert(KR_CU_BF16, xb, KR_CU_F32, xn, T * D, g->s));
+    return m->layers[l].moe ? moe(g, m, l, T) : mlp(g, &G->mlp, D, T);
+}
+
+/* The layer after the residency group that starts at layer a: every layer when the experts stay put
+ * (on the CPU, or all resident), else up to the group's last MoE layer. */
+static int group_end(const kr_gpu_model *g, const kr_model *m, int a) {
+    int L = (int)m->hp.n_layers;
+    if (!g->experts || g->decode_on_gpu)
+        return L;
+    int first = -1, b = a;
+    for (; b < L; b++) {
+        int mi = g->moe_index[b];
+        if (mi < 0)
+            continue;
+        if (first < 0)
+            first = mi - mi % g->group_moe_layers; /* the group's first MoE layer */
+        if (mi >= first + g->group_moe_layers)
+            break;
+    }
+    return b;
+}
+
+/* Runs the prompt through the layers group by group and, inside a group, chunk by chunk: with experts
+ * copied in per group, each crosses the bus once per prompt, not once per chunk. A chunk's attention at
+ * layer l reads the keys the earlier chunks wrote at l, which they did in this group's pass. */
 kr_status kr_gpu_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64_t n, bool all_positions,
                          float *logits) {
     kr_gpu_model *g = m->gpu;
     const kr_hparams *hp = &m->hp;
-    int64_t D = hp->hidden, pos0 = kv->len;
+    int64_t D = hp->hidden, pos0 = kv->len, chunk = n < g->chunk ? n : g->chunk;
     float eps = (float)hp->rms_eps;
     double t_start = g->profile ? now_s() : 0;
     KR_TRY(kr_gpu_kv_reserve(kv, pos0 + n));
-    KR_TRY(reserve(g, m, n, all_positions));
+    KR_TRY(reserve(g, m, n, chunk, all_positions));
     kr_cuda_kv *ckv = &kv->gpu->kv;
     for (int64_t t = 0; t < n; t++)
-        kr_matrix_row(&m->embed, ids[t], g->h_x + t * D);
-    float *x = BUF(B_X), *xn = BUF(B_XN);
-    void *xb = BUF(B_XB);
-    KR_TRY(kr_cuda_to_device(x, g->h_x, (size_t)(n * D) * sizeof(float), g->s));
-    for (int l = 0; l < hp->n_layers; l++) {
-        const gpu_layer *G = &g->layers[l];
-        KR_TRY(kr_cuda_rmsnorm_ex(KR_CU_BF16, xb, D, KR_CU_F32, x, D, G->input_norm, n, D, eps, g->s));
-        KR_TRY(hp->family == KR_FAMILY_DEEPSEEK2 ? mla_attention(g, m, l, ckv, n, pos0)
-                                                 : gqa_attention(g, m, l, ckv, n, pos0));
-        KR_TRY(kr_cuda_rmsnorm(KR_CU_F32, xn, x, G->post_norm, n, D, eps, g->s));
-        KR_TRY(kr_cuda_convert(KR_CU_BF16, xb, KR_CU_F32, xn, n * D, g->s));
-        if (m->layers[l].moe)
-            KR_TRY(moe(g, m, l, n));
-        else
-            KR_TRY(mlp(g, &G->mlp, D, n));
+        kr_matrix_row(&m->embed, ids[t], g->h_emb + t * D);
+    float *x = BUF(B_X);
+    KR_TRY(kr_cuda_to_device(x, g->h_emb, (size_t)(n * D) * sizeof(float), g->s));
+    for (int a = 0, b; a < hp->n_layers; a = b) {
+        b = group_end(g, m, a);
+        for (int64_t c0 = 0; c0 < n; c0 += chunk) {
+            int64_t T = n - c0 < chunk ? n - c0 : chunk;
+            g->x = x + c0 * D;
+            for (int l = a; l < b; l++)
+                KR_TRY(layer(g, m, l, ckv, T, pos0 + c0));
+        }
     }
     /* logits of the last position, or of all in chunks of up to 256 rows */
-    int64_t first = all_positions ? 0 : n - 1, V = hp->vocab;
-    int64_t chunk = all_positions ? 256 : 1;
-    for (int64_t r0 = first; r0 < n; r0 += chunk) {
-        int64_t rows = n - r0 < chunk ? n - r0 : chunk;
+    int64_t first = all_positions ? 0 : n - 1, V = hp->vocab, rows_max = all_positions ? 256 : 1;
+    void *xb = BUF(B_XB);
+    for (int64_t r0 = first; r0 < n; r0 += rows_max) {
+        int64_t rows = n - r0 < rows_max ? n - r0 : rows_max;
         KR_TRY(kr_cuda_rmsnorm_ex(KR_CU_BF16, xb, D, KR_CU_F32, x + r0 * D, D, g->final_norm, rows, D, eps, g->s));
         KR_TRY(kr_cuda_gemm_bf16(g->blas, KR_CU_F32, BUF(B_OUT), xb, g->lm_head, rows, V, D, 1, 0, g->s));
         KR_TRY(kr_cuda_to_host(logits + (r0 - first) * V, BUF(B_OUT), (size_t)(rows * V) * sizeof(float), g->s));

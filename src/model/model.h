@@ -61,6 +61,8 @@ typedef struct {
     int64_t bytes_by_ggml[64];     /* GGUF block-quantized tensors, by ggml type id (KR_GGML_TYPE_LIMIT) */
 } kr_model_stats;
 
+#define KR_GPU_MAX_STAGES 16
+
 /* Where the forward pass runs (--gpu, --kv-dtype, --expert-mode, --vram). With `on`, every non-expert op
  * runs on the GPU (model/gpu_model.c). The routed experts: with experts_cpu always on the CPU (hybrid: the
  * CPU kernels fed from the GPU each MoE layer); otherwise, when they are quantized, in VRAM per `experts`
@@ -74,6 +76,14 @@ typedef struct {
     int64_t vram_cap;       /* bytes the GPU path may use; 0: all free memory */
     int64_t experts_min_tokens; /* smallest chunk whose experts run in VRAM when not all are resident
                                    (0: 64); decode is a chunk of 1 */
+    int64_t prefill_chunk;  /* prompt tokens per pass through the layers (0: 4096): bounds the activations */
+    /* pipeline parallelism (--pp N, --gpus 0,1,2): the layers split into n_stages contiguous stages, stage
+     * s on CUDA device devices[s] (n_devices 0: devices 0 .. n_stages - 1; a device may repeat, which is
+     * how one GPU tests it); n_stages 0: one stage per listed device, or 1. vram_cap applies to each. */
+    int n_stages, n_devices;
+    int devices[KR_GPU_MAX_STAGES];
+    bool pp_host_bounce;    /* hand the hidden states between stages through pinned host memory even where
+                               a direct copy works (tests; KRASIS_PP_BOUNCE=1 does the same) */
 } kr_gpu_config;
 
 /* Which components run quantized (DESIGN.md section 3). 0 keeps a component as loaded (BF16/F16/F32/FP8
