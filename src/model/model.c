@@ -717,6 +717,8 @@ static kr_status quantize_components(kr_model *m, const kr_quant_config *qc) {
 }
 
 kr_status kr_model_quantize(kr_model *m, const kr_quant_config *qc) {
+    if (m->gpu)
+        return kr_fail(KR_ERR_ARG, "the model already runs on the GPU: kr_model_quantize is called once");
     KR_TRY(quantize_components(m, qc));
     if (!qc->gpu.on)
         return KR_OK;

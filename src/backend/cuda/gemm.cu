@@ -266,10 +266,14 @@ static int gemv_forced = -1;
 extern "C" void kr_cuda_gemm_force_gemv(int on) { gemv_forced = on; }
 
 static bool gemv_enabled(void) {
+    static int from_env = -1; /* read once: this sits in front of every GEMM of a decode step */
     if (gemv_forced >= 0)
         return gemv_forced != 0;
-    const char *e = getenv("KRASIS_GPU_GEMV");
-    return e && atoi(e) > 0;
+    if (from_env < 0) {
+        const char *e = getenv("KRASIS_GPU_GEMV");
+        from_env = e && atoi(e) > 0;
+    }
+    return from_env != 0;
 }
 
 /* whether the GEMV kernel takes the problem: few tokens, 16-byte aligned rows */
