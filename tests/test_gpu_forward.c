@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_gemm.h"
 #include "base/json.h"
 #include "base/npy.h"
 #include "model/model.h"
@@ -31,7 +32,7 @@
 
 #define REL_TOL 6e-2
 #define COS_MIN 0.999
-#define COS_FLIP 0.9          /* the one row of a sequence allowed a routing flip */
+#define COS_FLIP 0.9          /* a row allowed a routing flip: one per sequence, one more per 16 rows */
 #define COS_MEDIAN_FP8 0.99
 
 static char cache_dir[512];
@@ -64,7 +65,7 @@ static kr_model *open_model(const char *path, const kr_quant_config *qc) {
 typedef struct {
     const char *what;
     bool fp8;
-    int rows, loose;
+    int rows, loose, allowed; /* allowed: rows that may be off by a routing flip (0: 1) */
     double cos[128];
 } seq_check;
 
@@ -76,9 +77,10 @@ static void compare(seq_check *c, const float *got, const float *want, int64_t V
     int row = c->rows++;
     if (c->fp8 || (err <= REL_TOL && cos >= COS_MIN))
         return;
+    int allowed = c->allowed > 0 ? c->allowed : 1;
     c->loose++;
-    CHECK(c->loose == 1 && cos >= COS_FLIP, "%s row %d: relative error %.3g (max %g), cosine %.6f (min %g%s)", c->what,
-          row, err, REL_TOL, cos, COS_MIN, c->loose > 1 ? "; a second row off: not a single routing flip" : "");
+    CHECK(c->loose <= allowed && cos >= COS_FLIP, "%s row %d: relative error %.3g (max %g), cosine %.6f (min %g%s)",
+          c->what, row, err, REL_TOL, cos, COS_MIN, c->loose > allowed ? "; more rows off than routing flips explain" : "");
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -137,25 +139,59 @@ static void fixture_vs_hf(const char *fx, bool fp8) {
     fixture_ref_free(&ref);
 }
 
-/* the same model and quantization on the CPU and on the GPU (experts where `experts` says) */
-static void gpu_vs_cpu(const char *path, int expert_bits, const char *experts, int64_t chunk) {
-    static const int32_t prompt[] = {1, 5, 9, 2, 7, 3, 11, 4, 6, 8}, dec[] = {12, 3, 17, 5};
-    int np = 10, nd = 4;
+/* the same model and quantization on the CPU and on the GPU (experts where `experts` says): a 40-token
+ * prompt (MLA prefill takes its expanded form from 16 tokens on), in chunks of `chunk` (0: one), then 4
+ * decode steps; gemv: decode GEMMs through the GEMV kernel */
+static void gpu_vs_cpu(const char *path, int expert_bits, const char *experts, int64_t chunk, bool gemv) {
+    enum { NP = 40, ND = 4 };
+    int32_t prompt[NP], dec[ND];
+    for (int i = 0; i < NP; i++)
+        prompt[i] = 1 + (i * 37 + 11) % 250; /* every fixture's vocabulary has 300 ids or more */
+    for (int i = 0; i < ND; i++)
+        dec[i] = 3 + i * 41;
     kr_quant_config qcpu = config(expert_bits, false, false, "cpu"), qgpu = config(expert_bits, true, false, experts);
     qgpu.gpu.prefill_chunk = chunk;
     kr_model *c = open_model(path, &qcpu), *g = c ? open_model(path, &qgpu) : NULL;
     if (g) {
         int64_t V = c->hp.vocab;
-        float *a = malloc((size_t)((np + nd) * V) * sizeof(float)), *b = malloc((size_t)((np + nd) * V) * sizeof(float));
-        kr_status s = run(c, prompt, np, dec, nd, a);
+        float *a = malloc((size_t)((NP + ND) * V) * sizeof(float)), *b = malloc((size_t)((NP + ND) * V) * sizeof(float));
+        kr_status s = run(c, prompt, NP, dec, ND, a);
         CHECK(s == KR_OK, "%s: CPU forward: %s", path, kr_error());
-        kr_status t = run(g, prompt, np, dec, nd, b);
+        kr_cuda_gemm_force_gemv(gemv);
+        kr_status t = run(g, prompt, NP, dec, ND, b);
+        kr_cuda_gemm_force_gemv(-1);
         CHECK(t == KR_OK, "%s: GPU forward: %s", path, kr_error());
         char what[1400];
-        snprintf(what, sizeof what, "%s, INT%d experts (0: as the GGUF has them), --expert-mode %s, prompt chunk %lld, "
-                 "GPU vs CPU", path, expert_bits, experts, (long long)chunk);
-        seq_check ck = {.what = what};
-        for (int r = 0; s == KR_OK && t == KR_OK && r < np + nd; r++)
+        snprintf(what, sizeof what, "%s, INT%d experts (0: as the GGUF has them), --expert-mode %s, prompt chunk %lld%s, "
+                 "GPU vs CPU", path, expert_bits, experts, (long long)chunk, gemv ? ", GEMV" : "");
+        seq_check ck = {.what = what, .allowed = 1 + (NP + ND) / 16};
+        for (int r = 0; s == KR_OK && t == KR_OK && r < NP + ND; r++)
+            compare(&ck, b + r * V, a + r * V, V);
+        free(a);
+        free(b);
+    }
+    kr_model_close(g);
+    kr_model_close(c);
+}
+
+/* the demo model, float weights, a 300-token prompt of real text's ids: GPU vs CPU at every position
+ * (the GPU KV cache grows past its first 256 tokens, logits come back in 256-row pieces) */
+static void demo_long_prompt(void) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/models/tiny-moe", KRASIS_SOURCE_DIR);
+    enum { NP = 300 };
+    int32_t prompt[NP], dec[1] = {5};
+    for (int i = 0; i < NP; i++)
+        prompt[i] = 10 + (i * 131) % 900;
+    kr_quant_config qcpu = config(0, false, false, "cpu"), qgpu = config(0, true, false, "cpu");
+    kr_model *c = open_model(dir, &qcpu), *g = c ? open_model(dir, &qgpu) : NULL;
+    if (g) {
+        int64_t V = c->hp.vocab;
+        float *a = malloc((size_t)((NP + 1) * V) * sizeof(float)), *b = malloc((size_t)((NP + 1) * V) * sizeof(float));
+        kr_status s = run(c, prompt, NP, dec, 1, a), t = s == KR_OK ? run(g, prompt, NP, dec, 1, b) : s;
+        CHECK(s == KR_OK && t == KR_OK, "demo, 300-token prompt: %s", kr_error());
+        seq_check ck = {.what = "demo model, 300-token prompt, float, GPU vs CPU", .allowed = 1 + (NP + 1) / 16};
+        for (int r = 0; s == KR_OK && t == KR_OK && r < NP + 1; r++)
             compare(&ck, b + r * V, a + r * V, V);
         free(a);
         free(b);
@@ -266,16 +302,18 @@ int main(void) {
         fixture_vs_hf(fixtures[i], true);
         snprintf(path, sizeof path, "%s/tests/fixtures/%s", KRASIS_SOURCE_DIR, fixtures[i]);
         if (strcmp(fixtures[i], "qwen3_moe_yarn") != 0) /* dense: no routed experts */
-            gpu_vs_cpu(path, 8, "cpu", 0);
+            gpu_vs_cpu(path, 8, "cpu", 0, i < 2); /* the first two MLA ones with the GEMV kernel too */
     }
     static const char *ggufs[] = {"dsv2_lite/dsv2_lite-Q8_0.gguf", "dsv2_lite/dsv2_lite-Q4_0.gguf",
                                   "qwen3_moe/qwen3_moe-Q4_0.gguf", "glm4_moe/glm4_moe-Q8_0.gguf"};
     for (size_t i = 0; i < sizeof ggufs / sizeof *ggufs; i++) {
         snprintf(path, sizeof path, "%s/tests/fixtures_gguf/%s", KRASIS_SOURCE_DIR, ggufs[i]);
-        gpu_vs_cpu(path, 0, "cpu", 0);
-        gpu_vs_cpu(path, 0, "cpu", 3); /* the prompt in chunks of 3 */
+        gpu_vs_cpu(path, 0, "cpu", 0, false);
+        gpu_vs_cpu(path, 0, "cpu", 16, false); /* the prompt in chunks of 16: expanded MLA over earlier chunks */
+        gpu_vs_cpu(path, 0, "cpu", 3, false);  /* chunks of 3: the absorbed form for prompts */
     }
     demo_greedy();
+    demo_long_prompt();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", cache_dir);
     if (system(cmd) != 0)
