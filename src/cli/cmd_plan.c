@@ -1,7 +1,8 @@
-/* krasis plan (-m MODEL | --synthetic CONFIG.json) [--vram 16G] [--kv-dtype fp8|bf16] [--ctx N]
- *             [--prefill-chunk N] [quantization flags]
+/* krasis plan (-m MODEL | --synthetic CONFIG.json) [--vram 16G[,24G...]] [--pp N] [--kv-dtype fp8|bf16]
+ *             [--ctx N] [--prefill-chunk N] [quantization flags]
  * The VRAM plan for one GPU: resident non-expert weights, workspace, KV cache capacity and the routed
- * experts' mode. Arithmetic only (backend/cuda/vram_plan.c); without --vram it asks the first GPU for its
+ * experts' mode; with --pp N (or several --vram sizes) the split of the layers into pipeline stages,
+ * one per GPU, with each stage's weights, KV cache, experts and free memory. Arithmetic only (backend/cuda/vram_plan.c); without --vram it asks the first GPU for its
  * free memory, and with no GPU it says so. Exit 1 with the numbers when nothing fits. */
 #include <jansson.h>
 #include <stdio.h>
@@ -17,9 +18,11 @@
 #endif
 
 static const char usage[] =
-    "usage: krasis plan (-m MODEL | --synthetic CONFIG.json) [--vram SIZE] [--kv-dtype fp8|bf16] [--ctx N]\n"
-    "                   [--prefill-chunk N] [quantization flags]\n"
+    "usage: krasis plan (-m MODEL | --synthetic CONFIG.json) [--vram SIZE[,SIZE...]] [--pp N] [--kv-dtype fp8|bf16]\n"
+    "                   [--ctx N] [--prefill-chunk N] [quantization flags]\n"
     "  --vram SIZE          GPU memory to plan for (16G, 24GiB, 80000M); default: the first GPU's free memory\n"
+    "                       with --pp N: one size for every GPU, or one per GPU (16G,24G)\n"
+    "  --pp N               split the layers into N pipeline stages, one per GPU (several sizes imply it)\n"
     "  --kv-dtype fp8|bf16  KV cache storage (default fp8: E4M3 with a scale per token and head)\n"
     "  --ctx N              context the KV cache must hold before experts get VRAM (default min(max_pos, 32768))\n"
     "  --prefill-chunk N    tokens per prefill chunk, which sizes the workspace (default 4096)\n" KR_QUANT_USAGE;
@@ -42,6 +45,51 @@ static kr_status load_config(const char *path_in, kr_hparams *hp) {
 }
 
 static const char *bits_name(int bits) { return bits == 4 ? "int4" : bits == 8 ? "int8" : "bf16"; }
+
+/* "16G" or "16G,24G,...": up to max sizes into out; the count, or 0 on a bad list */
+static int parse_sizes(const char *s, int64_t *out, int max) {
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", s);
+    int n = 0;
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (n == max || (out[n] = kr_parse_size(t)) <= 0)
+            return 0;
+        n++;
+    }
+    return n;
+}
+
+/* the per-stage table of --pp; returns the exit code */
+static int print_pp(const char *model, const kr_hparams *hp, const kr_vram_request *rq, int n, const int64_t *vram,
+                    const char *gpu) {
+    kr_pp_plan p;
+    kr_status s = kr_pp_plan_make(hp, rq, n, vram, &p);
+    if (p.n_stages == 0)
+        return kr_cli_fail();
+    printf("krasis plan: %s (%s), %d pipeline stages%s, KV cache %s for %lld tokens (%lld bytes/token/layer)\n",
+           model, hp->model_type, n, gpu, rq->kv_fp8 ? "fp8_e4m3" : "bf16", (long long)p.kv_tokens,
+           (long long)p.kv_per_token_layer);
+    printf("  %-5s %8s  %-11s %9s %8s %9s %10s %8s  %s\n", "stage", "VRAM GiB", "layers", "weights", "KV", "experts",
+           "work+res", "free", "routed experts");
+    for (int i = 0; i < n; i++) {
+        const kr_pp_stage *t = &p.stage[i];
+        char layers[32];
+        snprintf(layers, sizeof layers, "[%d, %d)", t->first, t->last);
+        printf("  %-5d %8.2f  %-11s %9.3f %8.3f %9.3f %10.3f %8.3f  %s\n", i, gib(t->vram_bytes), layers,
+               gib(t->weights), gib(t->kv_bytes), gib(t->experts), gib(t->workspace + t->reserve),
+               gib(t->free_bytes), t->expert_mode);
+    }
+    printf("  (GiB; weights: non-expert at the quantization flags' bits, the last stage with the final norm and\n"
+           "   lm_head; the embedding stays in host RAM; split %s)\n",
+           p.experts_balanced ? "balancing the routed experts too (all resident)"
+                              : "balancing weights + KV; the routed experts take what each GPU has left");
+    if (s != KR_OK) {
+        printf("verdict: does not fit\n");
+        return kr_cli_fail();
+    }
+    printf("verdict: fits (KV capacity %lld tokens on every stage)\n", (long long)p.kv_tokens);
+    return 0;
+}
 
 int kr_cmd_plan(int argc, char **argv) {
     const char *model = NULL, *vram_s = NULL;
@@ -91,12 +139,43 @@ int kr_cmd_plan(int argc, char **argv) {
         return 2;
     }
     char gpu[300] = "";
-    if (vram_s) {
-        rq.vram_bytes = kr_parse_size(vram_s);
-        if (rq.vram_bytes <= 0) {
-            fprintf(stderr, "krasis plan: --vram %s: expected a size such as 16G, 24GiB or 80000M\n", vram_s);
+    int64_t vram[KR_PP_MAX_STAGES];
+    int n_vram = vram_s ? parse_sizes(vram_s, vram, KR_PP_MAX_STAGES) : 0;
+    int n_pp = rq.qc.gpu.n_stages ? rq.qc.gpu.n_stages : n_vram > 1 ? n_vram : 1;
+    if (vram_s && (n_vram == 0 || (n_vram > 1 && n_vram != n_pp))) {
+        fprintf(stderr, "krasis plan: --vram %s: expected a size such as 16G, 24GiB or 80000M, or one per pipeline"
+                " stage (--pp %d)\n", vram_s, n_pp);
+        return 2;
+    }
+    if (n_pp > 1) {
+        for (int i = n_vram; vram_s && i < n_pp; i++)
+            vram[i] = vram[0]; /* one size: every GPU */
+#ifdef KRASIS_HAVE_CUDA
+        for (int i = 0; !vram_s && i < n_pp; i++) {
+            kr_cuda_device_info info;
+            int dev = rq.qc.gpu.n_devices > i ? rq.qc.gpu.devices[i] : i;
+            if (dev >= kr_cuda_device_count() || kr_cuda_device_query(dev, &info) != KR_OK) {
+                fprintf(stderr, "krasis plan: --pp %d: no GPU %d here; give --vram SIZE[,SIZE...] to plan for it\n",
+                        n_pp, dev);
+                return 2;
+            }
+            vram[i] = (int64_t)info.free_bytes;
+            snprintf(gpu, sizeof gpu, " (free memory of the GPUs)");
+        }
+#endif
+        if (!vram_s && gpu[0] == 0) {
+            fprintf(stderr, "krasis plan: no GPU found here; give --vram SIZE[,SIZE...] to plan for them\n");
             return 2;
         }
+        kr_hparams hp;
+        if (load_config(model, &hp) != KR_OK)
+            return kr_cli_fail();
+        int rc = print_pp(model, &hp, &rq, n_pp, vram, gpu);
+        kr_hparams_free(&hp);
+        return rc;
+    }
+    if (vram_s) {
+        rq.vram_bytes = vram[0];
     } else {
 #ifdef KRASIS_HAVE_CUDA
         kr_cuda_device_info info;

@@ -51,6 +51,42 @@ static int gpu_flag(const char *a, const char *v, kr_gpu_config *g) {
     return 0;
 }
 
+/* --pp N, --gpus 0,1,2: pipeline stages and their devices (either implies --gpu; counts are checked
+ * against each other when the model is put on the GPUs) */
+static int pp_flag(const char *a, const char *v, kr_gpu_config *g) {
+    char *end;
+    if (!strcmp(a, "--pp")) {
+        long n = v ? strtol(v, &end, 10) : 0;
+        if (!v || end == v || *end || n < 1 || n > KR_GPU_MAX_STAGES) {
+            fprintf(stderr, "krasis: --pp: '%s' is not a stage count from 1 to %d\n", v ? v : "(missing)",
+                    KR_GPU_MAX_STAGES);
+            return 2;
+        }
+        g->n_stages = (int)n;
+    } else {
+        int n = 0;
+        const char *p = v ? v : "";
+        while (*p) {
+            long d = strtol(p, &end, 10);
+            if (end == p || d < 0 || d > 255 || (*end && *end != ',') || n == KR_GPU_MAX_STAGES) {
+                fprintf(stderr, "krasis: --gpus: '%s' is not a list of up to %d CUDA device numbers such as 0,1,2\n",
+                        v, KR_GPU_MAX_STAGES);
+                return 2;
+            }
+            g->devices[n++] = (int)d;
+            p = *end ? end + 1 : end;
+        }
+        if (n == 0) {
+            fprintf(stderr, "krasis: --gpus: '%s' is not a list of CUDA device numbers such as 0,1,2\n",
+                    v ? v : "(missing)");
+            return 2;
+        }
+        g->n_devices = n;
+    }
+    g->on = true;
+    return 0;
+}
+
 int kr_quant_flag(int argc, char **argv, int *i, kr_quant_config *qc) {
     const char *a = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
     if (!strcmp(a, "--gpu")) {
@@ -88,6 +124,8 @@ int kr_quant_flag(int argc, char **argv, int *i, kr_quant_config *qc) {
         rc = 0;
     } else if (!strcmp(a, "--kv-dtype") || !strcmp(a, "--expert-mode") || !strcmp(a, "--vram"))
         rc = gpu_flag(a, v, &qc->gpu);
+    else if (!strcmp(a, "--pp") || !strcmp(a, "--gpus"))
+        rc = pp_flag(a, v, &qc->gpu);
     else
         return 0;
     if (rc)

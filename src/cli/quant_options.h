@@ -1,6 +1,6 @@
 /* The quantization flags every model-running command accepts (run, chat, perplexity, logits, bench):
  * --expert-bits 4|8  --shared-bits  --dense-bits  --lm-head-bits  --group-size G  --quant-config FILE
- * --cache-dir DIR  --threads N, and where the forward runs: --gpu --kv-dtype --expert-mode --vram. */
+ * --cache-dir DIR  --threads N, and where the forward runs: --gpu --kv-dtype --expert-mode --vram --pp --gpus. */
 #ifndef KR_CLI_QUANT_OPTIONS_H
 #define KR_CLI_QUANT_OPTIONS_H
 
@@ -14,7 +14,9 @@
     "  --gpu                run every non-expert op on the GPU (CUDA builds)  --kv-dtype bf16|fp8 (bf16)\n" \
     "  --expert-mode auto|cpu|persistent|grouped:N|chunked  routed experts in VRAM for prefill (auto: the\n" \
     "                       fastest that fits; persistent: decode on the GPU too) or on the CPU\n" \
-    "  --vram SIZE          cap the VRAM krasis uses, e.g. 16G\n"
+    "  --vram SIZE          cap the VRAM krasis uses, e.g. 16G (with --pp: on each GPU)\n" \
+    "  --pp N, --gpus 0,1   pipeline stages over several GPUs (the layers split by memory; a device may\n" \
+    "                       repeat); KRASIS_PP_BOUNCE=1 hands off through pinned host memory\n"
 
 /* If argv[*i] is a quantization flag, consumes it (and its value), sets qc and returns 1; returns 0 when
  * it is not one, and 2 after printing an error for a bad value. */
