@@ -138,6 +138,30 @@ kr_status kr_cuda_copy_2d(void *dst, size_t dst_pitch, const void *src, size_t s
     return KR_OK;
 }
 
+kr_status kr_cuda_copy_peer(void *dst, int dst_dev, const void *src, int src_dev, size_t bytes, kr_cuda_stream s) {
+    KR_CU(cudaMemcpyPeerAsync(dst, dst_dev, src, src_dev, bytes, s));
+    return KR_OK;
+}
+
+int kr_cuda_can_access_peer(int dev, int peer) {
+    int ok = 0;
+    if (cudaDeviceCanAccessPeer(&ok, dev, peer) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return ok;
+}
+
+kr_status kr_cuda_enable_peer(int peer) {
+    cudaError_t e = cudaDeviceEnablePeerAccess(peer, 0);
+    if (e == cudaErrorPeerAccessAlreadyEnabled) {
+        cudaGetLastError();
+        return KR_OK;
+    }
+    KR_CU(e);
+    return KR_OK;
+}
+
 kr_status kr_cuda_memset(void *p, int byte, size_t bytes, kr_cuda_stream s) {
     KR_CU(cudaMemsetAsync(p, byte, bytes, s));
     return KR_OK;
@@ -192,6 +216,11 @@ kr_status kr_cuda_event_record(kr_cuda_event e, kr_cuda_stream s) {
 
 kr_status kr_cuda_event_sync(kr_cuda_event e) {
     KR_CU(cudaEventSynchronize(e));
+    return KR_OK;
+}
+
+kr_status kr_cuda_stream_wait(kr_cuda_stream s, kr_cuda_event e) {
+    KR_CU(cudaStreamWaitEvent(s, e, 0));
     return KR_OK;
 }
 

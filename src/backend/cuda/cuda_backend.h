@@ -58,6 +58,13 @@ kr_status kr_cuda_copy(void *dst, const void *src, size_t bytes, kr_cuda_stream 
 /* height rows of width bytes, rows dst_pitch / src_pitch bytes apart (either side host or device) */
 kr_status kr_cuda_copy_2d(void *dst, size_t dst_pitch, const void *src, size_t src_pitch, size_t width, size_t height,
                           kr_cuda_stream s);
+/* bytes from src on device src_dev to dst on dst_dev (cudaMemcpyPeerAsync: direct where peer access is
+ * enabled, else staged by the driver; the same device is a plain copy) */
+kr_status kr_cuda_copy_peer(void *dst, int dst_dev, const void *src, int src_dev, size_t bytes, kr_cuda_stream s);
+/* 1 when the driver says `dev` can access `peer`'s memory directly (cudaDeviceCanAccessPeer), else 0 */
+int kr_cuda_can_access_peer(int dev, int peer);
+/* lets the current device access `peer`'s memory (already enabled is fine) */
+kr_status kr_cuda_enable_peer(int peer);
 kr_status kr_cuda_memset(void *p, int byte, size_t bytes, kr_cuda_stream s);
 /* Fills n elements of dtype dt with NaN (tests poison outputs with it before each run). */
 kr_status kr_cuda_fill_nan(void *p, kr_cuda_dtype dt, int64_t n, kr_cuda_stream s);
@@ -72,6 +79,8 @@ void kr_cuda_event_destroy(kr_cuda_event e);
 kr_status kr_cuda_event_record(kr_cuda_event e, kr_cuda_stream s);
 /* waits on the host until the work before the event's record has finished */
 kr_status kr_cuda_event_sync(kr_cuda_event e);
+/* work queued on s after this waits for the event's record (on any device) */
+kr_status kr_cuda_stream_wait(kr_cuda_stream s, kr_cuda_event e);
 /* milliseconds between two recorded events (waits for `end`) */
 kr_status kr_cuda_event_elapsed(kr_cuda_event start, kr_cuda_event end, float *ms);
 
