@@ -215,8 +215,10 @@ static double pp_split(const pp_costs *c, int64_t *cut) {
     }
 #define AT(s, j) ((s) * (L + 1) + (j))
     /* best[s][j]: layers [0, j) over stages [0, s) */
-    for (int64_t j = 0; j <= L; j++)
-        best[AT(1, j)] = j >= 1 ? stage_ratio(c, 0, 0, j) : 1e300, from[AT(1, j)] = 0;
+    for (int64_t j = 0; j <= L; j++) {
+        best[AT(1, j)] = j >= 1 ? stage_ratio(c, 0, 0, j) : 1e300; /* a stage holds at least one layer */
+        from[AT(1, j)] = 0;
+    }
     for (int64_t s = 2; s <= n; s++)
         for (int64_t j = 0; j <= L; j++) {
             best[AT(s, j)] = 1e300;
