@@ -615,8 +615,9 @@ kr_status kr_gpu_model_create(kr_model *m, const kr_quant_config *qc) {
         return kr_fail(KR_ERR_ARG, "--pp %d: the model has only %lld layers", n, (long long)hp->n_layers);
     for (int s = 0; s < n; s++)
         if ((cfg->n_devices ? cfg->devices[s] : s) >= n_dev)
-            return kr_fail(KR_ERR_ARG, "%s: there is no CUDA device %d here (%d found)",
-                           cfg->n_devices ? "--gpus" : "--pp", cfg->n_devices ? cfg->devices[s] : s, n_dev);
+            return kr_fail(KR_ERR_ARG, "%s: there is no CUDA device %d here (%d found; --gpus picks the devices, "
+                           "and one may repeat: --gpus 0,0)", cfg->n_devices ? "--gpus" : "--pp",
+                           cfg->n_devices ? cfg->devices[s] : s, n_dev);
     kr_gpu_model *g = calloc(1, sizeof *g);
     if (!g)
         return kr_fail(KR_ERR_NOMEM, "out of memory");
