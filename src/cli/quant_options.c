@@ -25,7 +25,7 @@ static int int_value(const char *flag, const char *v, const int *allowed, int n,
     return 2;
 }
 
-/* --gpu, --kv-dtype, --expert-mode, --vram: where the forward runs (kr_gpu_config) */
+/* --gpu, --kv-dtype, --expert-mode, --vram, --prefill-chunk: where and how the forward runs (kr_gpu_config) */
 static int gpu_flag(const char *a, const char *v, kr_gpu_config *g) {
     if (!strcmp(a, "--kv-dtype")) {
         if (v && (!strcmp(v, "bf16") || !strcmp(v, "fp8"))) {
@@ -41,6 +41,16 @@ static int gpu_flag(const char *a, const char *v, kr_gpu_config *g) {
             return 0;
         fprintf(stderr, "krasis: %s (or cpu: routed experts on the CPU)\n", kr_error());
         return 2;
+    }
+    if (!strcmp(a, "--prefill-chunk")) {
+        char *end;
+        long long n = v ? strtoll(v, &end, 10) : 0;
+        if (!v || *end || n < 1 || n > (1ll << 20)) {
+            fprintf(stderr, "krasis: --prefill-chunk: '%s' is not a token count from 1 to 1048576\n", v ? v : "(missing)");
+            return 2;
+        }
+        g->prefill_chunk = n;
+        return 0;
     }
     int64_t bytes = v ? kr_parse_size(v) : -1;
     if (bytes <= 0) {
@@ -122,7 +132,8 @@ int kr_quant_flag(int argc, char **argv, int *i, kr_quant_config *qc) {
             return 2;
         }
         rc = 0;
-    } else if (!strcmp(a, "--kv-dtype") || !strcmp(a, "--expert-mode") || !strcmp(a, "--vram"))
+    } else if (!strcmp(a, "--kv-dtype") || !strcmp(a, "--expert-mode") || !strcmp(a, "--vram") ||
+               !strcmp(a, "--prefill-chunk"))
         rc = gpu_flag(a, v, &qc->gpu);
     else if (!strcmp(a, "--pp") || !strcmp(a, "--gpus"))
         rc = pp_flag(a, v, &qc->gpu);

@@ -838,7 +838,7 @@ static kr_status reserve(gpu_stage *g, const kr_model *m, int64_t n, int64_t T, 
     if (hp->moe_intermediate * (hp->n_shared > 0 ? hp->n_shared : 1) > inter)
         inter = hp->moe_intermediate * (hp->n_shared > 0 ? hp->n_shared : 1);
     int E = hp->router.n_experts > 0 ? hp->router.n_experts : 1, K = hp->router.top_k > 0 ? hp->router.top_k : 1;
-    int64_t rows = all_positions ? (n < 256 ? n : 256) : 1;
+    int64_t rows = all_positions ? (T < 256 ? T : 256) : 1; /* logits rows at a time: they pass through B_XB */
     KR_TRY(dgrow(g, B_X, (size_t)(n * D * f), "the residual stream"));
     KR_TRY(dgrow(g, B_XN, (size_t)(T * D * f), "normalized hidden states"));
     KR_TRY(dgrow(g, B_XB, (size_t)(T * D * b), "bf16 hidden states"));
@@ -848,8 +848,8 @@ static kr_status reserve(gpu_stage *g, const kr_model *m, int64_t n, int64_t T, 
     KR_TRY(dgrow(g, B_KV, (size_t)(T * kvw * f), "new keys"));
     KR_TRY(dgrow(g, B_K, (size_t)(T * kvw * f), "new keys"));
     KR_TRY(dgrow(g, B_V, (size_t)(T * kvw * f), "new values"));
-    KR_TRY(dgrow(g, B_QABS, (size_t)(T * H * W * f), "absorbed queries"));
-    KR_TRY(dgrow(g, B_ATT, (size_t)(T * att * b), "attention output"));
+    if (hp->family != KR_FAMILY_DEEPSEEK2) /* MLA sizes its absorbed-form buffers when it takes that form */
+        KR_TRY(dgrow(g, B_ATT, (size_t)(T * att * b), "attention output"));
     KR_TRY(dgrow(g, B_O, (size_t)(T * o * b), "attention heads' values"));
     KR_TRY(dgrow(g, B_GU, (size_t)(T * 2 * inter * b), "MLP gate/up"));
     KR_TRY(dgrow(g, B_ACT, (size_t)(T * inter * b), "MLP activations"));
@@ -929,6 +929,8 @@ static kr_status mla_absorbed(gpu_stage *g, const kr_hparams *hp, const gpu_laye
                               int64_t T, int64_t pos0) {
     int64_t H = hp->n_heads, Dn = hp->qk_nope_dim, Dr = hp->qk_rope_dim, Dq = Dn + Dr, Dv = hp->v_head_dim;
     int64_t C = hp->kv_lora_rank, W = C + Dr;
+    KR_TRY(dgrow(g, B_QABS, (size_t)(T * H * W) * sizeof(float), "absorbed queries"));
+    KR_TRY(dgrow(g, B_ATT, (size_t)(T * H * C) * 2, "attended latents"));
     float *q = BUF(B_Q), *qabs = BUF(B_QABS);
     void *qb = BUF(B_QB), *lat = BUF(B_ATT), *ob = BUF(B_O);
     KR_TRY(kr_cuda_gemm_bf16_batched(g->blas, KR_CU_F32, qabs, H * W, W, qb, H * Dq, Dq, G->kb, C * Dn, T, C, Dn, H,
@@ -1171,7 +1173,7 @@ kr_status kr_gpu_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64
     }
     float *x = BUF(B_X); /* the last stage's */
     /* logits of the last position, or of all in chunks of up to 256 rows */
-    int64_t first = all_positions ? 0 : n - 1, V = hp->vocab, rows_max = all_positions ? 256 : 1;
+    int64_t first = all_positions ? 0 : n - 1, V = hp->vocab, rows_max = all_positions ? (chunk < 256 ? chunk : 256) : 1;
     void *xb = BUF(B_XB);
     for (int64_t r0 = first; r0 < n; r0 += rows_max) {
         int64_t rows = n - r0 < rows_max ? n - r0 : rows_max;
