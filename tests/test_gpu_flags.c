@@ -34,6 +34,7 @@ int main(int argc, char **argv) {
         {"--gpu --expert-mode grouped:0", "--expert-mode grouped:0"},
         {"--gpu --vram lots", "--vram: 'lots'"},
         {"--gpu --vram -16G", "--vram: '-16G'"},
+        {"--gpu --vram nan", "--vram: 'nan'"},
         {"--gpu --prefill-chunk 0", "--prefill-chunk: '0'"},
         {"--gpu --prefill-chunk 12x", "--prefill-chunk: '12x'"},
     };

@@ -108,7 +108,8 @@ int main(int argc, char **argv) {
     CHECK(kr_parse_size("1.5T") == 3LL << 39, "1.5T");
     CHECK(kr_parse_size("123456") == 123456, "plain bytes");
     CHECK(kr_parse_size("banana") == 0 && kr_parse_size("16X") == 0 && kr_parse_size("-1G") == 0 &&
-              kr_parse_size("16Gx") == 0 && kr_parse_size("") == 0,
+              kr_parse_size("16Gx") == 0 && kr_parse_size("") == 0 && kr_parse_size("nan") == 0 &&
+              kr_parse_size("inf") == 0 && kr_parse_size("nanG") == 0,
           "bad sizes are refused");
 
     if (argc > 1) {

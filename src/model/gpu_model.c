@@ -494,12 +494,38 @@ static kr_status choose_link(kr_gpu_model *gm, int s) {
     return KR_OK;
 }
 
-/* What the experts may take now: the plan's share, and no more than is free (less 1 GiB of slack). */
-static int64_t expert_budget(const gpu_stage *g) {
+/* Bytes of the forward's working buffers for a chunk of T tokens over a context of ctx (reserve()'s, the
+ * pinned side excluded, plus MLA's expanded keys and values), which the planner's workspace only estimates. */
+static int64_t working_bytes(const kr_model *m, bool experts_on_gpu, int64_t T, int64_t ctx) {
+    const kr_hparams *hp = &m->hp;
+    bool mla = hp->family == KR_FAMILY_DEEPSEEK2;
+    int64_t D = hp->hidden, H = hp->n_heads, q = H * hp->head_dim, o = H * (mla ? hp->v_head_dim : hp->head_dim);
+    int64_t kvw = mla ? hp->kv_lora_rank + hp->qk_rope_dim : hp->n_kv_heads * hp->head_dim;
+    int64_t shared = hp->n_shared > 0 ? hp->n_shared : 1, inter = hp->moe_intermediate * shared;
+    if (hp->intermediate > inter)
+        inter = hp->intermediate;
+    int E = hp->router.n_experts > 0 ? hp->router.n_experts : 1, K = hp->router.top_k > 0 ? hp->router.top_k : 1;
+    int64_t per_token = D * (4 + 4 + 2 + 4) + q * (4 + 2 + 2) + 3 * kvw * 4 + o * 2 + inter * 3 * 2 + E * 4 + K * 8;
+    int64_t b = T * per_token + (T < 256 ? T : 256) * hp->vocab * 4;
+    if (mla)
+        b += ctx * (q + o) * 2;
+    if (experts_on_gpu)
+        b += (int64_t)kr_gpu_moe_ws_bytes(E, hp->moe_intermediate, T, K);
+    return b;
+}
+
+/* What a stage's experts may take now: the plan's share, and no more than is free after the working
+ * buffers of a prompt chunk and a KV cache for min(max_pos, 32K) tokens (less 512 MiB of slack). 0 when
+ * nothing is left: the experts then stay on the CPU (auto) or the mode is refused. */
+static int64_t expert_budget(const kr_gpu_model *gm, const gpu_stage *g, const kr_model *m) {
+    const kr_hparams *hp = &m->hp;
     kr_cuda_device_info info;
     if (kr_cuda_device_query(g->device, &info) != KR_OK)
         return 0;
-    int64_t free_now = (int64_t)info.free_bytes - (1ll << 30);
+    int64_t ctx = hp->max_pos > 0 && hp->max_pos < 32768 ? hp->max_pos : 32768;
+    kr_cuda_kv_shape ks = kr_kv_shape_of(hp, gm->cfg.kv_fp8);
+    int64_t kv = ctx * kr_cuda_kv_bytes_per_token(&ks) * (g->last - g->first) / (hp->n_layers > 0 ? hp->n_layers : 1);
+    int64_t free_now = (int64_t)info.free_bytes - working_bytes(m, true, gm->chunk, ctx) - kv - (512ll << 20);
     int64_t b = g->expert_budget < free_now ? g->expert_budget : free_now;
     return b > 0 ? b : 0;
 }
@@ -540,8 +566,13 @@ static kr_status place_experts(kr_gpu_model *gm, kr_model *m, const kr_quant_con
             continue;
         if (gm->n_stages > 1)
             st = kr_cuda_set_device(g->device);
+        int64_t budget = expert_budget(gm, g, m); /* 0 would mean "all free memory" to the residency */
+        if (st == KR_OK && budget <= 0)
+            st = kr_fail(KR_ERR_ARG, "no VRAM is left for routed experts%s after the non-expert weights, the working "
+                         "buffers and a KV cache (give more --vram, or --expert-mode cpu)",
+                         gm->n_stages > 1 ? " on a pipeline stage" : "");
         kr_gpu_experts_config xc = {.mode = gm->cfg.experts, .geom = gm->gcache.geom, .n_layers = n_s,
-                                    .host = gm->gcache.layer + g->moe0, .vram_budget = expert_budget(g)};
+                                    .host = gm->gcache.layer + g->moe0, .vram_budget = budget};
         if (st == KR_OK)
             st = kr_gpu_experts_create(&xc, &g->experts);
         kr_gpu_experts_stats xs;
@@ -604,6 +635,17 @@ kr_status kr_gpu_model_create(kr_model *m, const kr_quant_config *qc) {
     int n_dev = kr_cuda_device_count();
     if (n_dev == 0)
         return kr_fail(KR_ERR_UNSUPPORTED, "--gpu: no usable CUDA device (%s)", kr_cuda_no_device_reason());
+    if (hp->family == KR_FAMILY_DEEPSEEK2 &&
+        (hp->qk_nope_dim < 1 || hp->kv_lora_rank + hp->qk_rope_dim > KR_CUDA_ATTN_MAX_QK ||
+         hp->kv_lora_rank > KR_CUDA_ATTN_MAX_V))
+        return kr_fail(KR_ERR_UNSUPPORTED, "--gpu: MLA with qk_nope_head_dim %lld, kv_lora_rank %lld and "
+                       "qk_rope_head_dim %lld is not supported on the GPU (needs qk_nope_head_dim >= 1, kv_lora_rank "
+                       "+ qk_rope_head_dim <= %d, kv_lora_rank <= %d)", (long long)hp->qk_nope_dim,
+                       (long long)hp->kv_lora_rank, (long long)hp->qk_rope_dim, KR_CUDA_ATTN_MAX_QK,
+                       KR_CUDA_ATTN_MAX_V);
+    if (hp->family != KR_FAMILY_DEEPSEEK2 && hp->head_dim > KR_CUDA_ATTN_MAX_V)
+        return kr_fail(KR_ERR_UNSUPPORTED, "--gpu: head_dim %lld is more than the GPU attention takes (%d)",
+                       (long long)hp->head_dim, KR_CUDA_ATTN_MAX_V);
     if (hp->router.n_experts > KR_CUDA_ROUTER_MAX_EXPERTS)
         return kr_fail(KR_ERR_UNSUPPORTED, "--gpu: %d experts is more than the GPU router takes (%d)",
                        hp->router.n_experts, KR_CUDA_ROUTER_MAX_EXPERTS);
@@ -1135,7 +1177,7 @@ static kr_status hand_off(kr_gpu_model *gm, int s, size_t bytes) {
                   : kr_cuda_copy_peer(b->buf[B_X].p, b->device, a->buf[B_X].p, a->device, bytes, b->s);
 }
 
-kr_status kr_gpu_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64_t n, bool all_positions,
+static kr_status forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64_t n, bool all_positions,
                          float *logits) {
     kr_gpu_model *gm = m->gpu;
     const kr_hparams *hp = &m->hp;
@@ -1190,4 +1232,21 @@ kr_status kr_gpu_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64
         gm->prof_total += now_s() - t_start;
     }
     return KR_OK;
+}
+
+kr_status kr_gpu_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64_t n, bool all_positions,
+                         float *logits) {
+    if (!kv->gpu)
+        return kr_fail(KR_ERR_ARG, "this KV cache was made before the model moved to the GPU: make it after "
+                                   "kr_model_quantize");
+    kr_status st = forward(m, kv, ids, n, all_positions, logits);
+    if (st != KR_OK) { /* nothing queued may outlive the call: it reads and writes the pinned buffers */
+        kr_gpu_model *gm = m->gpu;
+        for (int s = 0; s < gm->n_stages; s++) {
+            kr_cuda_set_device(gm->st[s].device);
+            kr_cuda_stream_sync(gm->st[s].s);
+        }
+        kr_cuda_set_device(gm->st[0].device);
+    }
+    return st;
 }

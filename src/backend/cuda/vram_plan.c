@@ -2,6 +2,7 @@
 #include "backend/cuda/vram_plan.h"
 
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <strings.h>
 
@@ -21,7 +22,7 @@ int64_t kr_parse_size(const char *s) {
         return 0;
     char *end;
     double v = strtod(s, &end);
-    if (end == s || v <= 0)
+    if (end == s || !(v > 0) || !isfinite(v)) /* NaN and inf too */
         return 0;
     double mul = 1;
     if (*end) {
