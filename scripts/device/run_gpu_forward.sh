@@ -28,12 +28,14 @@ build() {
   krasis_devdeps_unpack &&
     cmake -S . -B build-device -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
       -DPKG_CONFIG_EXECUTABLE="$KRASIS_PKGCFG" &&
-    cmake --build build-device -j"$(nproc)" --target krasis test_gpu_forward test_cuda_ops test_cuda_gemm \
-      test_cuda_router test_cuda_attention test_moe_gpu
+    cmake --build build-device -j"$(nproc)" --target krasis test_gpu_forward test_gpu_pp test_cuda_ops \
+      test_cuda_gemm test_cuda_router test_cuda_attention test_moe_gpu test_moe_residency
 }
 step build build.log build
 step "test_gpu_forward" gpu_forward.log build-device/tests/test_gpu_forward
 grep -E "check failed|checks,|SKIP" -A1 "$OUT/gpu_forward.log" | head -60
+step "test_gpu_pp (two stages on one GPU)" gpu_pp.log build-device/tests/test_gpu_pp
+grep -E "check failed|checks,|SKIP|pipeline stage" -A1 "$OUT/gpu_pp.log" | head -30
 cuda_tests() {
   local rc=0 t
   for t in ${KRASIS_KERNEL_TESTS:-test_cuda_ops test_cuda_gemm test_cuda_router test_cuda_attention test_moe_gpu}; do
