@@ -287,8 +287,31 @@ static void test_moe(int bits, int gs, int64_t D, int64_t inter, int E, int K, i
     free(out1);
 }
 
+/* dot_f32 of every level against a double-precision sum, lengths around each level's block sizes */
+static void test_dot(const kr_kernels *k) {
+    static const int64_t lens[] = {1, 3, 8, 15, 16, 31, 32, 33, 63, 64, 65, 100, 576, 1000, 4099};
+    unsigned long long seed = 99;
+    float a[4099], b[4099];
+    for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+        int64_t n = lens[li];
+        double exact = 0, mag = 0;
+        for (int64_t i = 0; i < n; i++) {
+            a[i] = test_frand(&seed) * 2 - 1;
+            b[i] = test_frand(&seed) * 2 - 1;
+            exact += (double)a[i] * b[i];
+            mag += fabs((double)a[i] * b[i]);
+        }
+        double got = k->dot_f32(a, b, n);
+        CHECK(fabs(got - exact) <= 1e-6 * mag + 1e-30, "%s dot_f32 n %lld: %.9g, exact %.9g", k->name, (long long)n,
+              got, exact);
+    }
+}
+
 int main(void) {
     kr_isa best = kr_kernels_get()->isa;
+    for (int isa = 0; isa < KR_ISA_COUNT; isa++)
+        if (kr_kernels_for((kr_isa)isa))
+            test_dot(kr_kernels_for((kr_isa)isa));
     for (int isa = 0; isa < KR_ISA_COUNT; isa++) {
         const kr_kernels *k = kr_kernels_for((kr_isa)isa);
         if (k)

@@ -28,6 +28,9 @@ typedef struct {
     /* Reads n bytes (n a multiple of 128, p 64-byte aligned) and returns a value depending on all of
      * them, so the read cannot be optimized away: the memory-bandwidth probe. */
     uint64_t (*read_sum)(const uint8_t *p, size_t n);
+    /* sum_i a[i] b[i] in float32 (kr_dot: attention over the cache, the float path). Levels sum in other
+     * orders: results agree to float rounding, not bit for bit. */
+    float (*dot_f32)(const float *a, const float *b, int64_t n);
 } kr_kernels;
 
 /* The active table (chosen on first call). */

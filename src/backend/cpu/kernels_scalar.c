@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "backend/cpu/isa.h"
+#include "backend/cpu/ops.h"
 
 static void rows_dot(const kr_qmatrix *w, int64_t r0, int64_t nr, const kr_qvec *a, float *y) {
     for (int64_t i = 0; i < nr; i++) {
@@ -37,4 +38,5 @@ static uint64_t read_sum(const uint8_t *p, size_t n) {
     return s0 + s1;
 }
 
-const kr_kernels kr_kernels_scalar = {KR_ISA_SCALAR, "scalar", kr_quantize_act_ref, rows_dot, tile_dot, read_sum};
+const kr_kernels kr_kernels_scalar = {KR_ISA_SCALAR, "scalar", kr_quantize_act_ref, rows_dot, tile_dot, read_sum,
+                                     kr_dot_ref};

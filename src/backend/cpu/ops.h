@@ -7,7 +7,8 @@
 #include "base/status.h"
 #include "weights/matrix.h"
 
-float kr_dot(const float *a, const float *b, int64_t n);
+float kr_dot(const float *a, const float *b, int64_t n); /* through the ISA table's dot_f32 */
+float kr_dot_ref(const float *a, const float *b, int64_t n); /* the scalar level's */
 
 /* out = w * x / sqrt(mean(x^2) + eps); out may alias x. */
 void kr_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps);
