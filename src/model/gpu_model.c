@@ -506,9 +506,10 @@ static int64_t working_bytes(const kr_model *m, bool experts_on_gpu, int64_t T, 
         inter = hp->intermediate;
     int E = hp->router.n_experts > 0 ? hp->router.n_experts : 1, K = hp->router.top_k > 0 ? hp->router.top_k : 1;
     int64_t per_token = D * (4 + 4 + 2 + 4) + q * (4 + 2 + 2) + 3 * kvw * 4 + o * 2 + inter * 3 * 2 + E * 4 + K * 8;
-    int64_t b = T * per_token + (T < 256 ? T : 256) * hp->vocab * 4;
-    if (mla)
-        b += ctx * (q + o) * 2;
+    int64_t b = T * per_token + (T < 256 ? T : 256) * hp->vocab * 4 + ctx * D * 4; /* + the residual of a prompt */
+    if (mla) /* expanded keys/values over the context, and the absorbed form's buffers (an FP8 cache's later chunks) */
+        b += ctx * (q + o) * 2 + T * H * (hp->kv_lora_rank + hp->qk_rope_dim) * 4 + T * H * hp->kv_lora_rank * 2 +
+             T * (hp->q_lora_rank > 0 ? hp->q_lora_rank : 0) * 4;
     if (experts_on_gpu)
         b += (int64_t)kr_gpu_moe_ws_bytes(E, hp->moe_intermediate, T, K);
     return b;
@@ -524,7 +525,8 @@ static int64_t expert_budget(const kr_gpu_model *gm, const gpu_stage *g, const k
         return 0;
     int64_t ctx = hp->max_pos > 0 && hp->max_pos < 32768 ? hp->max_pos : 32768;
     kr_cuda_kv_shape ks = kr_kv_shape_of(hp, gm->cfg.kv_fp8);
-    int64_t kv = ctx * kr_cuda_kv_bytes_per_token(&ks) * (g->last - g->first) / (hp->n_layers > 0 ? hp->n_layers : 1);
+    /* 1.5x: growing the cache holds the old and the new one for a moment */
+    int64_t kv = 3 * ctx * kr_cuda_kv_bytes_per_token(&ks) * (g->last - g->first) / (hp->n_layers > 0 ? 2 * hp->n_layers : 2);
     int64_t free_now = (int64_t)info.free_bytes - working_bytes(m, true, gm->chunk, ctx) - kv - (512ll << 20);
     int64_t b = g->expert_budget < free_now ? g->expert_budget : free_now;
     return b > 0 ? b : 0;
@@ -830,35 +832,41 @@ static kr_status kv_grow(kr_cuda_kv *old, int64_t cap, int64_t len) {
     return KR_OK;
 }
 
+/* Each stage's cache grows on its own device to at least `need` (one that failed to grow before is retried,
+ * so stages never stay at different sizes); kv->cap is the smallest. The current device is set even for
+ * one stage: a server's engine thread starts on device 0 whatever --gpus said. */
 kr_status kr_gpu_kv_reserve(kr_kv_cache *kv, int64_t need) {
     struct kr_gpu_kv *c = kv->gpu;
-    if (need <= c->kv[0].shape.capacity) /* every stage has the same */
-        return KR_OK;
-    int64_t cap = c->kv[0].shape.capacity ? c->kv[0].shape.capacity : 256;
-    while (cap < need)
-        cap *= 2;
-    for (int s = 0; s < c->n; s++) {
-        if (c->n > 1)
-            KR_TRY(kr_cuda_set_device(c->device[s]));
-        KR_TRY(kv_grow(&c->kv[s], cap, kv->len));
+    kr_status st = KR_OK;
+    int64_t smallest = INT64_MAX;
+    for (int s = 0; s < c->n && st == KR_OK; s++) {
+        int64_t cap = c->kv[s].shape.capacity;
+        if (need > cap) {
+            cap = cap ? cap : 256;
+            while (cap < need)
+                cap *= 2;
+            st = kr_cuda_set_device(c->device[s]);
+            if (st == KR_OK)
+                st = kv_grow(&c->kv[s], cap, kv->len);
+        }
+        if (st == KR_OK && c->kv[s].shape.capacity < smallest)
+            smallest = c->kv[s].shape.capacity;
     }
-    if (c->n > 1)
-        KR_TRY(kr_cuda_set_device(c->device[0]));
-    kv->cap = cap;
-    return KR_OK;
+    kr_cuda_set_device(c->device[0]);
+    if (st == KR_OK)
+        kv->cap = smallest;
+    return st;
 }
 
 void kr_gpu_kv_free(kr_kv_cache *kv) {
     if (!kv->gpu)
         return;
     for (int s = 0; s < kv->gpu->n; s++) {
-        if (kv->gpu->n > 1)
-            kr_cuda_set_device(kv->gpu->device[s]);
+        kr_cuda_set_device(kv->gpu->device[s]);
         if (kv->gpu->kv[s].k)
             kr_cuda_kv_destroy(&kv->gpu->kv[s]);
     }
-    if (kv->gpu->n > 1)
-        kr_cuda_set_device(kv->gpu->device[0]);
+    kr_cuda_set_device(kv->gpu->device[0]);
     free(kv->gpu);
     kv->gpu = NULL;
 }
@@ -1239,7 +1247,9 @@ kr_status kr_gpu_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64
     if (!kv->gpu)
         return kr_fail(KR_ERR_ARG, "this KV cache was made before the model moved to the GPU: make it after "
                                    "kr_model_quantize");
-    kr_status st = forward(m, kv, ids, n, all_positions, logits);
+    kr_status st = kr_cuda_set_device(m->gpu->st[0].device); /* the calling thread's device may be another */
+    if (st == KR_OK)
+        st = forward(m, kv, ids, n, all_positions, logits);
     if (st != KR_OK) { /* nothing queued may outlive the call: it reads and writes the pinned buffers */
         kr_gpu_model *gm = m->gpu;
         for (int s = 0; s < gm->n_stages; s++) {

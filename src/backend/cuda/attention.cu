@@ -361,8 +361,8 @@ static kr_status launch_split_nv(const kr_cuda_attn *a, int splits, float *ws, c
         return kr_fail(KR_ERR_UNSUPPORTED,
                        "attention with qk_dim %d, v_dim %d needs %zu bytes of shared memory a block; this GPU allows %d",
                        qk, vd, smem, optin);
-    static int given;
-    KR_TRY(ensure_smem(split_kernel<DT, NV>, smem, &given));
+    static int given[KR_SMEM_DEVICES];
+    KR_TRY(ensure_smem(split_kernel<DT, NV>, smem, given));
     int chunks = head_chunks(a);
     dim3 grid((unsigned)splits, (unsigned)(a->n_kv_heads * chunks), (unsigned)a->T);
     split_kernel<DT, NV><<<grid, SK_WARPS * 32, smem, s>>>(*a, splits, chunks, alias, vectorizable(a, DT), ws);

@@ -188,8 +188,8 @@ __global__ void __launch_bounds__(FA_THREADS) flash_kernel(kr_cuda_attn a) {
 
 template <int DQK, int DV> static kr_status launch_flash(const kr_cuda_attn *a, cudaStream_t s) {
     constexpr size_t smem = flash_smem<DQK, DV>();
-    static int given; /* per instantiation (one process-wide value for all devices: the same chip kind) */
-    KR_TRY(ensure_smem(flash_kernel<DQK, DV>, smem, &given));
+    static int given[KR_SMEM_DEVICES]; /* per instantiation and device */
+    KR_TRY(ensure_smem(flash_kernel<DQK, DV>, smem, given));
     dim3 grid((unsigned)((a->T + FA_BM - 1) / FA_BM), (unsigned)a->n_heads);
     flash_kernel<DQK, DV><<<grid, FA_THREADS, smem, s>>>(*a);
     KR_CU_LAUNCHED("flash attention");

@@ -16,12 +16,17 @@ __device__ __forceinline__ void st_act(void *p, kr_cuda_dtype dt, int64_t i, flo
         ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
 }
 
-/* raises a kernel's dynamic shared-memory limit only when a launch needs more than it was given */
-template <typename K> static inline kr_status ensure_smem(K kernel, size_t bytes, int *given) {
-    if ((int)bytes <= *given || bytes <= 48 * 1024)
+/* Raises a kernel's dynamic shared-memory limit only when a launch needs more than it was given. The
+ * attribute is per device (pipeline stages run on several), so `given` is one value per device. */
+enum { KR_SMEM_DEVICES = 64 };
+template <typename K> static inline kr_status ensure_smem(K kernel, size_t bytes, int given[KR_SMEM_DEVICES]) {
+    int dev = 0;
+    KR_CU(cudaGetDevice(&dev));
+    int *g = &given[dev >= 0 && dev < KR_SMEM_DEVICES ? dev : 0];
+    if (bytes <= 48 * 1024 || ((int)bytes <= *g && dev < KR_SMEM_DEVICES))
         return KR_OK;
     KR_CU(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-    *given = (int)bytes;
+    *g = (int)bytes;
     return KR_OK;
 }
 
