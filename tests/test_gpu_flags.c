@@ -36,6 +36,8 @@ int main(int argc, char **argv) {
         {"--gpu --vram -16G", "--vram: '-16G'"},
         {"--gpu --vram nan", "--vram: 'nan'"},
         {"--gpu --prefill-chunk 0", "--prefill-chunk: '0'"},
+        {"--gpus 0,", "--gpus: '0,'"},
+        {"--pp 0", "--pp: '0'"},
         {"--gpu --prefill-chunk 12x", "--prefill-chunk: '12x'"},
     };
     char out[8192];

@@ -78,7 +78,8 @@ static int pp_flag(const char *a, const char *v, kr_gpu_config *g) {
         const char *p = v ? v : "";
         while (*p) {
             long d = strtol(p, &end, 10);
-            if (end == p || d < 0 || d > 255 || (*end && *end != ',') || n == KR_GPU_MAX_STAGES) {
+            if (end == p || d < 0 || d > 255 || (*end && *end != ',') || (*end == ',' && !end[1]) ||
+                n == KR_GPU_MAX_STAGES) {
                 fprintf(stderr, "krasis: --gpus: '%s' is not a list of up to %d CUDA device numbers such as 0,1,2\n",
                         v, KR_GPU_MAX_STAGES);
                 return 2;

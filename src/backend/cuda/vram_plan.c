@@ -314,9 +314,9 @@ kr_status kr_pp_plan_make(const kr_hparams *hp, const kr_vram_request *rq, int n
             snprintf(st->expert_mode, sizeof st->expert_mode, "-");
             if (off < sizeof missing)
                 off += (size_t)snprintf(missing + off, sizeof missing - off,
-                                        "%sstage %d (GPU %d, %.2f GiB, layers [%d, %d)) needs %.2f GiB: weights %.2f"
+                                        "%sstage %d (%.2f GiB, layers [%d, %d)) needs %.2f GiB: weights %.2f"
                                         " + KV %.2f + workspace %.2f + reserve %.2f GiB, %.2f GiB missing",
-                                        off ? "; " : "", s, s, vram[s] / 1073741824.0, st->first, st->last,
+                                        off ? "; " : "", s, vram[s] / 1073741824.0, st->first, st->last,
                                         (vram[s] - left) / 1073741824.0, st->weights / 1073741824.0,
                                         st->kv_bytes / 1073741824.0, workspace / 1073741824.0, reserve / 1073741824.0,
                                         -left / 1073741824.0);
