@@ -5,19 +5,15 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/wait.h>
 
+#include "cli_run.h"
 #include "test.h"
 
 /* krasis run on the demo model with extra arguments; stderr + stdout into out, the exit status back */
 static int run(const char *krasis, const char *extra, char *out, size_t n) {
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "%s run -m %s/models/tiny-moe -p hi -n 1 %s 2>&1", krasis, KRASIS_SOURCE_DIR, extra);
-    FILE *f = popen(cmd, "r");
-    size_t got = f ? fread(out, 1, n - 1, f) : 0;
-    out[got] = 0;
-    int st = f ? pclose(f) : -1;
-    return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return run_capture(cmd, out, n);
 }
 
 int main(int argc, char **argv) {

@@ -26,6 +26,7 @@
 #include "base/json.h"
 #include "base/npy.h"
 #include "model/model.h"
+#include "model_run.h"
 #include "ref_check.h"
 #include "test.h"
 #include "tmpdir.h"
@@ -45,20 +46,6 @@ static kr_quant_config config(int expert_bits, bool gpu, bool fp8, const char *m
     if (!qc.gpu.experts_cpu && kr_expert_mode_parse(mode, &qc.gpu.experts) != KR_OK)
         CHECK(0, "%s", kr_error());
     return qc;
-}
-
-static kr_model *open_model(const char *path, const kr_quant_config *qc) {
-    kr_model *m = NULL;
-    kr_status s = kr_model_open(path, &m);
-    if (s == KR_OK)
-        s = kr_model_quantize(m, qc);
-    CHECK(s == KR_OK, "%s: open/quantize (gpu %d, expert bits %d): %s", path, qc->gpu.on, qc->routed_bits,
-          kr_error());
-    if (s != KR_OK) {
-        kr_model_close(m);
-        return NULL;
-    }
-    return m;
 }
 
 /* Row-by-row comparison of one sequence (see the tolerance above). */
@@ -98,19 +85,6 @@ static void finish(seq_check *c) {
           c->cos[0]);
 }
 
-/* prompt logits (all positions) then one decode step per id; into out [(np + nd) * V] */
-static kr_status run(kr_model *m, const int32_t *prompt, int np, const int32_t *dec, int nd, float *out) {
-    kr_kv_cache *kv = NULL;
-    int64_t V = m->hp.vocab;
-    kr_status s = kr_kv_cache_create(m, &kv);
-    if (s == KR_OK)
-        s = kr_forward(m, kv, prompt, np, true, out);
-    for (int i = 0; s == KR_OK && i < nd; i++)
-        s = kr_forward(m, kv, &dec[i], 1, false, out + (np + i) * V);
-    kr_kv_cache_free(kv);
-    return s;
-}
-
 static void fixture_vs_hf(const char *fx, bool fp8) {
     char dir[1024], what[256];
     snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", KRASIS_SOURCE_DIR, fx);
@@ -125,7 +99,7 @@ static void fixture_vs_hf(const char *fx, bool fp8) {
     if (m) {
         int64_t V = m->hp.vocab;
         float *got = malloc((size_t)((np + nd) * V) * sizeof(float));
-        kr_status s = run(m, ref.prompt, np, ref.decode, nd, got);
+        kr_status s = run_logits(m, ref.prompt, np, ref.decode, nd, got);
         CHECK(s == KR_OK, "%s: GPU forward: %s", fx, kr_error());
         snprintf(what, sizeof what, "%s (%s KV) vs transformers (prompt rows, then decode rows)", fx,
                  fp8 ? "fp8" : "bf16");
@@ -155,10 +129,10 @@ static void gpu_vs_cpu(const char *path, int expert_bits, const char *experts, i
     if (g) {
         int64_t V = c->hp.vocab;
         float *a = malloc((size_t)((NP + ND) * V) * sizeof(float)), *b = malloc((size_t)((NP + ND) * V) * sizeof(float));
-        kr_status s = run(c, prompt, NP, dec, ND, a);
+        kr_status s = run_logits(c, prompt, NP, dec, ND, a);
         CHECK(s == KR_OK, "%s: CPU forward: %s", path, kr_error());
         kr_cuda_gemm_force_gemv(gemv);
-        kr_status t = run(g, prompt, NP, dec, ND, b);
+        kr_status t = run_logits(g, prompt, NP, dec, ND, b);
         kr_cuda_gemm_force_gemv(-1);
         CHECK(t == KR_OK, "%s: GPU forward: %s", path, kr_error());
         char what[1400];
@@ -188,7 +162,7 @@ static void demo_long_prompt(void) {
     if (g) {
         int64_t V = c->hp.vocab;
         float *a = malloc((size_t)((NP + 1) * V) * sizeof(float)), *b = malloc((size_t)((NP + 1) * V) * sizeof(float));
-        kr_status s = run(c, prompt, NP, dec, 1, a), t = s == KR_OK ? run(g, prompt, NP, dec, 1, b) : s;
+        kr_status s = run_logits(c, prompt, NP, dec, 1, a), t = s == KR_OK ? run_logits(g, prompt, NP, dec, 1, b) : s;
         CHECK(s == KR_OK && t == KR_OK, "demo, 300-token prompt: %s", kr_error());
         seq_check ck = {.what = "demo model, 300-token prompt, float, GPU vs CPU", .allowed = 1 + (NP + 1) / 16};
         for (int r = 0; s == KR_OK && t == KR_OK && r < NP + 1; r++)
@@ -198,31 +172,6 @@ static void demo_long_prompt(void) {
     }
     kr_model_close(g);
     kr_model_close(c);
-}
-
-static int argmax(const float *x, int64_t n) {
-    int64_t best = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return (int)best;
-}
-
-/* greedy continuation of prompt (n ids) for `steps` tokens */
-static kr_status greedy(kr_model *m, const int32_t *prompt, int n, int steps, int32_t *out) {
-    kr_kv_cache *kv = NULL;
-    float *logits = malloc((size_t)m->hp.vocab * sizeof(float));
-    kr_status s = logits ? kr_kv_cache_create(m, &kv) : KR_ERR_NOMEM;
-    if (s == KR_OK)
-        s = kr_forward(m, kv, prompt, n, false, logits);
-    for (int i = 0; s == KR_OK && i < steps; i++) {
-        out[i] = argmax(logits, m->hp.vocab);
-        if (i + 1 < steps)
-            s = kr_forward(m, kv, &out[i], 1, false, logits);
-    }
-    kr_kv_cache_free(kv);
-    free(logits);
-    return s;
 }
 
 static void demo_greedy(void) {
@@ -241,7 +190,7 @@ static void demo_greedy(void) {
     for (int fp8 = 0; fp8 < 2; fp8++) {
         kr_quant_config qf = config(0, true, fp8, "cpu");
         kr_model *m = open_model(dir, &qf);
-        if (m && greedy(m, prompt, np, nw, got) == KR_OK) {
+        if (m && run_greedy(m, prompt, np, nw, got) == KR_OK) {
             int same = 0;
             while (same < nw && got[same] == want[same])
                 same++;
@@ -259,7 +208,7 @@ static void demo_greedy(void) {
 
     kr_quant_config qc = config(8, false, false, "cpu");
     kr_model *c = open_model(dir, &qc);
-    if (!c || greedy(c, prompt, np, nw, cpu) != KR_OK) {
+    if (!c || run_greedy(c, prompt, np, nw, cpu) != KR_OK) {
         CHECK(0, "demo model INT8 greedy on the CPU: %s", kr_error());
         kr_model_close(c);
         return;
@@ -271,7 +220,7 @@ static void demo_greedy(void) {
         kr_quant_config qg = config(8, true, false, modes[i]);
         qg.gpu.prefill_chunk = 4;
         kr_model *g = open_model(dir, &qg);
-        if (g && greedy(g, prompt, np, nw, got) == KR_OK) {
+        if (g && run_greedy(g, prompt, np, nw, got) == KR_OK) {
             int same = 0;
             while (same < nw && got[same] == cpu[same])
                 same++;

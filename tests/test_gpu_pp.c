@@ -16,6 +16,7 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "model/model.h"
+#include "model_run.h"
 #include "ref_check.h"
 #include "test.h"
 #include "tmpdir.h"
@@ -41,57 +42,6 @@ static kr_quant_config config(int expert_bits, const char *mode, int stages, boo
     return qc;
 }
 
-static kr_model *open_model(const char *path, const kr_quant_config *qc) {
-    kr_model *m = NULL;
-    kr_status s = kr_model_open(path, &m);
-    if (s == KR_OK)
-        s = kr_model_quantize(m, qc);
-    CHECK(s == KR_OK, "%s: open/quantize (%d stages, bounce %d): %s", path, qc->gpu.n_stages, qc->gpu.pp_host_bounce,
-          kr_error());
-    if (s != KR_OK) {
-        kr_model_close(m);
-        return NULL;
-    }
-    return m;
-}
-
-/* prompt logits (all positions) then one decode step per id, into out [(np + nd) * V] */
-static kr_status run(kr_model *m, const int32_t *prompt, int np, const int32_t *dec, int nd, float *out) {
-    kr_kv_cache *kv = NULL;
-    int64_t V = m->hp.vocab;
-    kr_status s = kr_kv_cache_create(m, &kv);
-    if (s == KR_OK)
-        s = kr_forward(m, kv, prompt, np, true, out);
-    for (int i = 0; s == KR_OK && i < nd; i++)
-        s = kr_forward(m, kv, &dec[i], 1, false, out + (np + i) * V);
-    kr_kv_cache_free(kv);
-    return s;
-}
-
-static int argmax(const float *x, int64_t n) {
-    int64_t best = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return (int)best;
-}
-
-static kr_status greedy(kr_model *m, const int32_t *prompt, int n, int steps, int32_t *out) {
-    kr_kv_cache *kv = NULL;
-    float *logits = malloc((size_t)m->hp.vocab * sizeof(float));
-    kr_status s = logits ? kr_kv_cache_create(m, &kv) : KR_ERR_NOMEM;
-    if (s == KR_OK)
-        s = kr_forward(m, kv, prompt, n, false, logits);
-    for (int i = 0; s == KR_OK && i < steps; i++) {
-        out[i] = argmax(logits, m->hp.vocab);
-        if (i + 1 < steps)
-            s = kr_forward(m, kv, &out[i], 1, false, logits);
-    }
-    kr_kv_cache_free(kv);
-    free(logits);
-    return s;
-}
-
 /* The logits of `stages` stages (direct or bounced hand-off) against one stage's, same quantization. */
 static void pp_vs_one(const char *path, const int32_t *prompt, int np, const int32_t *dec, int nd, int expert_bits,
                       const char *mode, int stages, bool bounce) {
@@ -100,9 +50,9 @@ static void pp_vs_one(const char *path, const int32_t *prompt, int np, const int
     if (b) {
         int64_t V = a->hp.vocab, rows = np + nd;
         float *la = malloc((size_t)(rows * V) * sizeof(float)), *lb = malloc((size_t)(rows * V) * sizeof(float));
-        kr_status s = run(a, prompt, np, dec, nd, la);
+        kr_status s = run_logits(a, prompt, np, dec, nd, la);
         CHECK(s == KR_OK, "%s: one stage: %s", path, kr_error());
-        kr_status t = run(b, prompt, np, dec, nd, lb);
+        kr_status t = run_logits(b, prompt, np, dec, nd, lb);
         CHECK(t == KR_OK, "%s: %d stages: %s", path, stages, kr_error());
         double worst = 0;
         int worst_row = 0;
@@ -155,13 +105,13 @@ static void demo(void) {
     const int steps = 24;
     kr_quant_config q1 = config(0, "cpu", 1, false);
     kr_model *m = open_model(dir, &q1);
-    kr_status s = m ? greedy(m, prompt, 10, steps, want) : KR_ERR_ARG;
+    kr_status s = m ? run_greedy(m, prompt, 10, steps, want) : KR_ERR_ARG;
     CHECK(s == KR_OK, "demo greedy, one stage: %s", kr_error());
     kr_model_close(m);
     for (int bounce = 0; s == KR_OK && bounce < 2; bounce++) {
         kr_quant_config q2 = config(0, "cpu", 2, bounce);
         m = open_model(dir, &q2);
-        if (m && greedy(m, prompt, 10, steps, got) == KR_OK) {
+        if (m && run_greedy(m, prompt, 10, steps, got) == KR_OK) {
             int same = 0;
             while (same < steps && got[same] == want[same])
                 same++;

@@ -22,9 +22,9 @@
  * pairs of layers -> grouped by 2 (4 layers in VRAM); 24 GiB - (50 c + F) = 15,804,756,480 -> 6.16 -> 6. */
 #include <jansson.h>
 #include <math.h>
-#include <sys/wait.h>
 
 #include "backend/cuda/vram_plan.h"
+#include "cli_run.h"
 #include "test.h"
 
 static const int64_t GiB = 1LL << 30;
@@ -122,16 +122,6 @@ static void expect_split(const kr_pp_plan *p, const int *cuts, const char *what)
         CHECK(p->stage[s].first == cuts[s] && p->stage[s].last == cuts[s + 1],
               "%s: stage %d is [%d, %d), expected [%d, %d)", what, s, p->stage[s].first, p->stage[s].last, cuts[s],
               cuts[s + 1]);
-}
-
-static int run_cli(const char *krasis, const char *args, char *out, size_t n) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s plan %s 2>&1", krasis, args);
-    FILE *f = popen(cmd, "r");
-    size_t got = f ? fread(out, 1, n - 1, f) : 0;
-    out[got] = 0;
-    int st = f ? pclose(f) : -1;
-    return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 int main(int argc, char **argv) {
@@ -237,25 +227,25 @@ int main(int argc, char **argv) {
         char out[8192], cfg[1024], args[2048];
         test_path("configs/Qwen3-235B-A22B.json", cfg, sizeof cfg);
         snprintf(args, sizeof args, "--synthetic %s --pp 2 --vram 16G", cfg);
-        CHECK(run_cli(argv[1], args, out, sizeof out) == 0 && strstr(out, "[0, 50)") && strstr(out, "[50, 94)") &&
+        CHECK(run_plan(argv[1], args, out, sizeof out) == 0 && strstr(out, "[0, 50)") && strstr(out, "[50, 94)") &&
                   strstr(out, "verdict: fits") && strstr(out, "2 pipeline stages"),
               "plan --pp 2 prints the stages: %s", out);
         snprintf(args, sizeof args, "--synthetic %s --vram 16G,24G", cfg);
-        CHECK(run_cli(argv[1], args, out, sizeof out) == 0 && strstr(out, "[0, 39)") && strstr(out, "24.00"),
+        CHECK(run_plan(argv[1], args, out, sizeof out) == 0 && strstr(out, "[0, 39)") && strstr(out, "24.00"),
               "two sizes imply --pp 2: %s", out);
         snprintf(args, sizeof args, "--synthetic %s --pp 2 --vram 8G", cfg);
-        CHECK(run_cli(argv[1], args, out, sizeof out) == 1 && strstr(out, "verdict: does not fit") &&
+        CHECK(run_plan(argv[1], args, out, sizeof out) == 1 && strstr(out, "verdict: does not fit") &&
                   strstr(out, "1.44 GiB missing"),
               "plan --pp 2 8G is refused with the numbers: %s", out);
         snprintf(args, sizeof args, "--synthetic %s --pp 2 --vram 16G,16G,16G", cfg);
-        CHECK(run_cli(argv[1], args, out, sizeof out) == 2 && strstr(out, "--vram 16G,16G,16G"),
+        CHECK(run_plan(argv[1], args, out, sizeof out) == 2 && strstr(out, "--vram 16G,16G,16G"),
               "three sizes for two stages: %s", out);
         snprintf(args, sizeof args, "--synthetic %s --vram 16G,banana", cfg);
-        CHECK(run_cli(argv[1], args, out, sizeof out) == 2 && strstr(out, "--vram 16G,banana"), "a bad size: %s", out);
+        CHECK(run_plan(argv[1], args, out, sizeof out) == 2 && strstr(out, "--vram 16G,banana"), "a bad size: %s", out);
         snprintf(args, sizeof args, "--synthetic %s --pp 0 --vram 16G", cfg);
-        CHECK(run_cli(argv[1], args, out, sizeof out) == 2 && strstr(out, "--pp"), "--pp 0: %s", out);
+        CHECK(run_plan(argv[1], args, out, sizeof out) == 2 && strstr(out, "--pp"), "--pp 0: %s", out);
         snprintf(args, sizeof args, "--synthetic %s --gpus 0,x --vram 16G", cfg);
-        CHECK(run_cli(argv[1], args, out, sizeof out) == 2 && strstr(out, "--gpus"), "--gpus 0,x: %s", out);
+        CHECK(run_plan(argv[1], args, out, sizeof out) == 2 && strstr(out, "--gpus"), "--gpus 0,x: %s", out);
     }
     return test_summary("test_pp_plan");
 }

@@ -2,9 +2,9 @@
  * KV bytes per token, the expert-mode choice and its budget invariant, refusal when nothing fits,
  * --vram parsing, `krasis plan`'s exit codes and messages, and the GPU line of `krasis check`. Needs no GPU. */
 #include <jansson.h>
-#include <sys/wait.h>
 
 #include "backend/cuda/vram_plan.h"
+#include "cli_run.h"
 #include "test.h"
 
 static kr_hparams load(const char *rel) {
@@ -36,16 +36,6 @@ static void invariant(const kr_vram_plan *p, const kr_vram_request *rq, const ch
     int64_t used = p->nonexpert + p->workspace + p->reserve + experts + p->kv_bytes;
     CHECK(used + p->unused == rq->vram_bytes && p->unused >= 0, "%s: the parts add up to %lld + %lld unused, not %lld",
           what, (long long)used, (long long)p->unused, (long long)rq->vram_bytes);
-}
-
-static int run_cli(const char *krasis, const char *args, char *out, size_t n) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s plan %s 2>&1", krasis, args);
-    FILE *f = popen(cmd, "r");
-    size_t got = f ? fread(out, 1, n - 1, f) : 0;
-    out[got] = 0;
-    int st = f ? pclose(f) : -1;
-    return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 int main(int argc, char **argv) {
@@ -116,27 +106,23 @@ int main(int argc, char **argv) {
         char out[8192], cfg[1024], args[2048];
         test_path("configs/Qwen3-30B-A3B.json", cfg, sizeof cfg);
         snprintf(args, sizeof args, "--synthetic %s --vram 16G", cfg);
-        CHECK(run_cli(argv[1], args, out, sizeof out) == 0 && strstr(out, "verdict: fits"), "plan prints a fit: %s", out);
+        CHECK(run_plan(argv[1], args, out, sizeof out) == 0 && strstr(out, "verdict: fits"), "plan prints a fit: %s", out);
         CHECK(strstr(out, "50688 bytes/token"), "and the KV bytes per token: %s", out);
         snprintf(args, sizeof args, "--synthetic %s --vram banana", cfg);
-        CHECK(run_cli(argv[1], args, out, sizeof out) == 2 && strstr(out, "--vram banana"), "bad --vram: %s", out);
+        CHECK(run_plan(argv[1], args, out, sizeof out) == 2 && strstr(out, "--vram banana"), "bad --vram: %s", out);
         snprintf(args, sizeof args, "--synthetic %s --vram 16G --kv-dtype fp16", cfg);
-        CHECK(run_cli(argv[1], args, out, sizeof out) == 2 && strstr(out, "--kv-dtype fp16"), "bad --kv-dtype: %s", out);
+        CHECK(run_plan(argv[1], args, out, sizeof out) == 2 && strstr(out, "--kv-dtype fp16"), "bad --kv-dtype: %s", out);
         test_path("configs/DeepSeek-V3.json", cfg, sizeof cfg);
         snprintf(args, sizeof args, "--synthetic %s --vram 16G", cfg);
-        CHECK(run_cli(argv[1], args, out, sizeof out) == 1 && strstr(out, "nothing fits"), "refusal: %s", out);
+        CHECK(run_plan(argv[1], args, out, sizeof out) == 1 && strstr(out, "nothing fits"), "refusal: %s", out);
         snprintf(args, sizeof args, "--synthetic /nonexistent/config.json --vram 16G");
-        CHECK(run_cli(argv[1], args, out, sizeof out) == 1 && strstr(out, "/nonexistent/config.json"),
+        CHECK(run_plan(argv[1], args, out, sizeof out) == 1 && strstr(out, "/nonexistent/config.json"),
               "a missing config is named: %s", out);
     }
     if (argc > 1) { /* krasis check reports the GPU side: a device line, or the "no GPU" verdict */
         char cmd[1100], out[16384];
         snprintf(cmd, sizeof cmd, "%s check 2>&1", argv[1]);
-        FILE *f = popen(cmd, "r");
-        size_t got = f ? fread(out, 1, sizeof out - 1, f) : 0;
-        out[got] = 0;
-        if (f)
-            pclose(f);
+        run_capture(cmd, out, sizeof out);
         CHECK(strstr(out, "] GPU ") != NULL, "krasis check has a GPU line: %s", out);
         CHECK(strstr(out, "no GPU") || strstr(out, "compute capability") || strstr(out, "without CUDA"),
               "and says what it found: %s", out);
