@@ -34,3 +34,22 @@ krasis_devdeps_unpack() {
   KRASIS_PKGCFG=$(command -v pkg-config || echo "$p/usr/bin/pkgconf") # Debian's pkgconf, its lib via LD_LIBRARY_PATH
   export KRASIS_PKGCFG
 }
+
+# krasis_device_build TARGET...: the deps unpacked, build-device configured (CUDA for sm_90, Release) and
+# the named targets built with every core.
+krasis_device_build() {
+  krasis_devdeps_unpack &&
+    cmake -S . -B build-device -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+      -DPKG_CONFIG_EXECUTABLE="$KRASIS_PKGCFG" &&
+    cmake --build build-device -j"$(nproc)" --target "$@"
+}
+
+# krasis_step NAME LOG COMMAND...: runs COMMAND with its output in $OUT/LOG, counts a failure in $failed
+# and prints one line with the exit status and the seconds taken.
+krasis_step() {
+  local name=$1 log=$2 t0=$SECONDS; shift 2
+  "$@" >"$OUT/$log" 2>&1
+  local rc=$?
+  [ $rc -eq 0 ] || failed=$((failed + 1))
+  echo "== $name: rc $rc ($((SECONDS - t0)) s, $log)"
+}

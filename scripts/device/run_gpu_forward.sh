@@ -17,24 +17,11 @@ mkdir -p "$OUT"
 . scripts/device/devdeps_env.sh
 export PATH=/usr/local/cuda/bin:$PATH
 failed=0
-step() { # step NAME LOG COMMAND...
-  local name=$1 log=$2 t0=$SECONDS; shift 2
-  "$@" >"$OUT/$log" 2>&1
-  local rc=$?
-  [ $rc -eq 0 ] || failed=$((failed + 1))
-  echo "== $name: rc $rc ($((SECONDS - t0)) s, $log)"
-}
-build() {
-  krasis_devdeps_unpack &&
-    cmake -S . -B build-device -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-      -DPKG_CONFIG_EXECUTABLE="$KRASIS_PKGCFG" &&
-    cmake --build build-device -j"$(nproc)" --target krasis test_gpu_forward test_gpu_pp test_cuda_ops \
-      test_cuda_gemm test_cuda_router test_cuda_attention test_moe_gpu test_moe_residency
-}
-step build build.log build
-step "test_gpu_forward" gpu_forward.log build-device/tests/test_gpu_forward
+krasis_step build build.log krasis_device_build krasis test_gpu_forward test_gpu_pp test_cuda_ops test_cuda_gemm \
+  test_cuda_router test_cuda_attention test_moe_gpu test_moe_residency
+krasis_step "test_gpu_forward" gpu_forward.log build-device/tests/test_gpu_forward
 grep -E "check failed|checks,|SKIP" -A1 "$OUT/gpu_forward.log" | head -60
-step "test_gpu_pp (two stages on one GPU)" gpu_pp.log build-device/tests/test_gpu_pp
+krasis_step "test_gpu_pp (two stages on one GPU)" gpu_pp.log build-device/tests/test_gpu_pp
 grep -E "check failed|checks,|SKIP|pipeline stage" -A1 "$OUT/gpu_pp.log" | head -30
 cuda_tests() {
   local rc=0 t
@@ -43,10 +30,10 @@ cuda_tests() {
   done
   return $rc
 }
-step "CUDA kernel tests" cuda_tests.log cuda_tests
+krasis_step "CUDA kernel tests" cuda_tests.log cuda_tests
 grep -E "checks,|check failed" "$OUT/cuda_tests.log" | head -20
 if [ "${KRASIS_MEMCHECK:-0}" = 1 ]; then
-  step "memcheck test_gpu_forward" memcheck.log timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 \
+  krasis_step "memcheck test_gpu_forward" memcheck.log timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 \
     build-device/tests/test_gpu_forward
   grep -E "ERROR SUMMARY|checks," "$OUT/memcheck.log" | tail -3
 fi
@@ -62,7 +49,7 @@ synth() {
       --out "/tmp/$KRASIS_SYNTH.gguf" --vocab-dir /tmp/peer/llama.cpp/models
 }
 if [ -n "${KRASIS_SYNTH:-}" ]; then
-  step "synthetic GGUF $KRASIS_SYNTH" synth.log synth && KRASIS_GGUF=/tmp/$KRASIS_SYNTH.gguf
+  krasis_step "synthetic GGUF $KRASIS_SYNTH" synth.log synth && KRASIS_GGUF=/tmp/$KRASIS_SYNTH.gguf
   tail -2 "$OUT/synth.log"
 fi
 bench_all() {
@@ -87,6 +74,6 @@ bench_all() {
     bench "GGUF GPU chunked, 10K prompt" $g --gpu --expert-mode chunked --decode 16 --prefill 10240
   fi
 }
-step "benchmarks" bench.log bench_all
+krasis_step "benchmarks" bench.log bench_all
 grep -E "^---|decode_tok_s|error|GPU profile|GPU forward|experts:" "$OUT/bench.log" | head -60
 exit $failed

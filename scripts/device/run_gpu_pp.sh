@@ -15,24 +15,11 @@ mkdir -p "$OUT"
 . scripts/device/devdeps_env.sh
 export PATH=/usr/local/cuda/bin:$PATH
 failed=0
-step() { # step NAME LOG COMMAND...
-  local name=$1 log=$2 t0=$SECONDS; shift 2
-  "$@" >"$OUT/$log" 2>&1
-  local rc=$?
-  [ $rc -eq 0 ] || failed=$((failed + 1))
-  echo "== $name: rc $rc ($((SECONDS - t0)) s, $log)"
-}
-build() {
-  krasis_devdeps_unpack &&
-    cmake -S . -B build-device -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-      -DPKG_CONFIG_EXECUTABLE="$KRASIS_PKGCFG" &&
-    cmake --build build-device -j"$(nproc)" --target krasis test_gpu_pp
-}
-step build build.log build
-step "test_gpu_pp" gpu_pp.log build-device/tests/test_gpu_pp
+krasis_step build build.log krasis_device_build krasis test_gpu_pp
+krasis_step "test_gpu_pp" gpu_pp.log build-device/tests/test_gpu_pp
 grep -E "check failed|checks,|SKIP|largest relative|pipeline stage" -A1 "$OUT/gpu_pp.log" | head -60
 if [ "${KRASIS_MEMCHECK:-0}" = 1 ]; then
-  step "memcheck test_gpu_pp" memcheck.log timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 \
+  krasis_step "memcheck test_gpu_pp" memcheck.log timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 \
     build-device/tests/test_gpu_pp
   grep -E "ERROR SUMMARY|checks," "$OUT/memcheck.log" | tail -3
 fi
@@ -45,6 +32,6 @@ demo() {
     $k bench -m models/tiny-moe --gpu --decode 64 --prefill 128 --json &&
     $k bench -m models/tiny-moe --gpus "$gpus" --decode 64 --prefill 128 --json
 }
-step "demo model, one stage and --gpus $gpus" demo.log demo
+krasis_step "demo model, one stage and --gpus $gpus" demo.log demo
 grep -E "VRAM plan|pipeline stage|GPU forward|decode_tok_s|error" "$OUT/demo.log" | head -30
 exit $failed
