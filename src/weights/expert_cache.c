@@ -291,6 +291,49 @@ kr_status kr_ecache_commit(int fd, const char *tmp, const char *path, kr_status 
     return s;
 }
 
+kr_status kr_cache_map_or_build(const char *path, const char *what, kr_cache_bind_fn bind_fn,
+                                kr_cache_build_fn build_fn, void *ctx, kr_mapped_file *map, bool *rebuilt) {
+    *rebuilt = false;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (kr_file_exists(path)) {
+            kr_status s = kr_map_file(path, map);
+            if (s == KR_OK)
+                s = bind_fn(ctx, map);
+            if (s == KR_OK)
+                return KR_OK;
+            kr_unmap_file(map);
+            if (attempt)
+                return kr_error_prefix(s, "%s just built does not load", what);
+            fprintf(stderr, "krasis: %s is stale or corrupt, rebuilding: %s\n", what, kr_error());
+        } else {
+            fprintf(stderr, "krasis: no %s at %s; building it (once)\n", what, path);
+        }
+        KR_TRY(build_fn(ctx));
+        *rebuilt = true;
+    }
+    return kr_fail(KR_ERR_IO, "%s %s: cannot load", what, path);
+}
+
+/* kr_ecache_open_ex's side of kr_cache_map_or_build */
+typedef struct {
+    const kr_ecache_key *key;
+    kr_qexpert *experts;
+    kr_ecache_rows_fn rows;
+    kr_ecache_encode_fn encode;
+    void *ctx;
+    const char *path;
+} ecache_job;
+
+static kr_status ecache_bind(void *ctx, const kr_mapped_file *map) {
+    const ecache_job *j = ctx;
+    return bind(map, j->key, j->experts);
+}
+
+static kr_status ecache_build(void *ctx) {
+    const ecache_job *j = ctx;
+    return build(j->path, j->key, j->rows, j->encode, j->ctx);
+}
+
 kr_status kr_ecache_open(const char *path, const kr_ecache_key *key, kr_ecache_rows_fn rows, void *ctx, kr_ecache *out) {
     return kr_ecache_open_ex(path, key, rows, NULL, ctx, out);
 }
@@ -304,37 +347,18 @@ kr_status kr_ecache_open_ex(const char *path, const kr_ecache_key *key, kr_ecach
     out->experts = calloc((size_t)key->n_layers * (size_t)key->n_experts + 1, sizeof *out->experts);
     if (!out->experts)
         return kr_fail(KR_ERR_NOMEM, "out of memory");
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (kr_file_exists(path)) {
-            kr_status s = kr_map_file(path, &out->map);
-            if (s == KR_OK)
-                s = bind(&out->map, key, out->experts);
-            if (s == KR_OK) {
-                /* weights are streamed once per token: huge pages cut TLB misses (DESIGN.md section 9) */
-                madvise((void *)out->map.data, out->map.size, MADV_HUGEPAGE);
-                /* on several NUMA nodes each layer's experts are dealt over the workers' nodes */
-                for (int l = 0; l < key->n_layers; l++)
-                    kr_qmoe_place(out->experts + (size_t)l * (size_t)key->n_experts, key->n_experts);
-                return KR_OK;
-            }
-            kr_unmap_file(&out->map);
-            if (attempt) {
-                kr_ecache_close(out);
-                return kr_error_prefix(s, "expert cache just built does not load");
-            }
-            fprintf(stderr, "krasis: expert cache is stale or corrupt, rebuilding: %s\n", kr_error());
-        } else {
-            fprintf(stderr, "krasis: no expert cache at %s; building it (once)\n", path);
-        }
-        kr_status s = build(path, key, rows, encode, ctx);
-        if (s != KR_OK) {
-            kr_ecache_close(out);
-            return s;
-        }
-        out->rebuilt = true;
+    ecache_job j = {key, out->experts, rows, encode, ctx, path};
+    kr_status s = kr_cache_map_or_build(path, "expert cache", ecache_bind, ecache_build, &j, &out->map, &out->rebuilt);
+    if (s != KR_OK) {
+        kr_ecache_close(out);
+        return s;
     }
-    kr_ecache_close(out);
-    return kr_fail(KR_ERR_IO, "expert cache %s: cannot load", path);
+    /* weights are streamed once per token: huge pages cut TLB misses (DESIGN.md section 9) */
+    madvise((void *)out->map.data, out->map.size, MADV_HUGEPAGE);
+    /* on several NUMA nodes each layer's experts are dealt over the workers' nodes */
+    for (int l = 0; l < key->n_layers; l++)
+        kr_qmoe_place(out->experts + (size_t)l * (size_t)key->n_experts, key->n_experts);
+    return KR_OK;
 }
 
 void kr_ecache_close(kr_ecache *c) {

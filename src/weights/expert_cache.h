@@ -51,6 +51,15 @@ void kr_ecache_close(kr_ecache *c);
 /* Checks a file without building: KR_OK when it would load, else an error saying why. */
 kr_status kr_ecache_validate(const char *path, const kr_ecache_key *key);
 
+/* The load-or-build loop of the cache files (this one and the GPU's, backend/cuda/moe_cache.h): maps path
+ * and hands the mapping to bind; when the file is missing or bind refuses it (saying why on stderr), calls
+ * build and tries once more. `what` names the kind of file in messages. On KR_OK *map is mapped and bound;
+ * *rebuilt says whether build ran. */
+typedef kr_status (*kr_cache_bind_fn)(void *ctx, const kr_mapped_file *map);
+typedef kr_status (*kr_cache_build_fn)(void *ctx);
+kr_status kr_cache_map_or_build(const char *path, const char *what, kr_cache_bind_fn bind, kr_cache_build_fn build,
+                                void *ctx, kr_mapped_file *map, bool *rebuilt);
+
 /* "experts_cpu_int4_g32.bin" */
 void kr_ecache_file_name(int bits, int gs, char *buf, size_t n);
 /* FNV-1a 64 of n bytes, continuing from h (start with KR_FNV_INIT). */

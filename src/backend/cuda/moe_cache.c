@@ -273,6 +273,25 @@ static kr_status build(const char *path, const kr_ecache_key *k, const kr_gcache
     return s;
 }
 
+/* kr_gcache_open's side of kr_cache_map_or_build */
+typedef struct {
+    const kr_ecache_key *key;
+    const uint8_t **layer;
+    const kr_gcache_source *src;
+    const char *path;
+    bool from_cpu;
+} gcache_job;
+
+static kr_status gcache_bind(void *ctx, const kr_mapped_file *map) {
+    const gcache_job *j = ctx;
+    return bind(map, j->key, j->layer);
+}
+
+static kr_status gcache_build(void *ctx) {
+    gcache_job *j = ctx;
+    return build(j->path, j->key, j->src, &j->from_cpu);
+}
+
 kr_status kr_gcache_open(const char *path, const kr_ecache_key *key, const kr_gcache_source *src, kr_gcache *out) {
     memset(out, 0, sizeof *out);
     out->key = *key;
@@ -287,36 +306,16 @@ kr_status kr_gcache_open(const char *path, const kr_ecache_key *key, const kr_gc
     out->layer = calloc((size_t)key->n_layers + 1, sizeof *out->layer);
     if (!out->layer)
         return kr_fail(KR_ERR_NOMEM, "out of memory");
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (kr_file_exists(path)) {
-            s = kr_map_file(path, &out->map);
-            if (s == KR_OK)
-                s = bind(&out->map, key, out->layer);
-            if (s == KR_OK) {
-                /* copied layer by layer, start to end: read-ahead helps the first pass */
-                madvise((void *)out->map.data, out->map.size, MADV_SEQUENTIAL);
-                return KR_OK;
-            }
-            kr_unmap_file(&out->map);
-            if (attempt) {
-                kr_gcache_close(out);
-                return kr_error_prefix(s, "GPU expert cache just built does not load");
-            }
-            fprintf(stderr, "krasis: GPU expert cache is stale or corrupt, rebuilding: %s\n", kr_error());
-        } else {
-            fprintf(stderr, "krasis: no GPU expert cache at %s; building it (once)\n", path);
-        }
-        bool from_cpu = false;
-        s = build(path, key, src, &from_cpu);
-        if (s != KR_OK) {
-            kr_gcache_close(out);
-            return s;
-        }
-        out->rebuilt = true;
-        out->from_cpu = from_cpu;
+    gcache_job j = {key, out->layer, src, path, false};
+    s = kr_cache_map_or_build(path, "GPU expert cache", gcache_bind, gcache_build, &j, &out->map, &out->rebuilt);
+    if (s != KR_OK) {
+        kr_gcache_close(out);
+        return s;
     }
-    kr_gcache_close(out);
-    return kr_fail(KR_ERR_IO, "GPU expert cache %s: cannot load", path);
+    out->from_cpu = j.from_cpu;
+    /* copied layer by layer, start to end: read-ahead helps the first pass */
+    madvise((void *)out->map.data, out->map.size, MADV_SEQUENTIAL);
+    return KR_OK;
 }
 
 void kr_gcache_layer(const kr_gcache *c, int l, kr_gpu_moe_layer *out) { kr_gpu_moe_geom_bind(&c->geom, c->layer[l], out); }
