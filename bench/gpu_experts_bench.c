@@ -25,26 +25,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cuda/cuda_exit_check.h"
 #include "backend/cuda/moe_cache.h"
 #include "backend/cuda/moe_gemm.h"
 #include "backend/cuda/moe_layout.h"
 #include "backend/cuda/moe_residency.h"
 
-#define CU(call)                                                                                           \
-    do {                                                                                                   \
-        cudaError_t e_ = (call);                                                                           \
-        if (e_ != cudaSuccess) {                                                                           \
-            fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            exit(1);                                                                                       \
-        }                                                                                                  \
-    } while (0)
-#define KR(call)                                                                            \
-    do {                                                                                    \
-        if ((call) != KR_OK) {                                                              \
-            fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, kr_error()); \
-            exit(1);                                                                        \
-        }                                                                                   \
-    } while (0)
 
 enum { E = 64, K = 6, NL = 26, PASSES = 3 };
 static const int64_t H = 2048, I = 1408;

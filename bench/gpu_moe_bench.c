@@ -16,17 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cuda/cuda_exit_check.h"
 #include "backend/cuda/moe_gemm.h"
 #include "backend/cuda/moe_layout.h"
 
-#define CU(call)                                                                                           \
-    do {                                                                                                   \
-        cudaError_t e_ = (call);                                                                           \
-        if (e_ != cudaSuccess) {                                                                           \
-            fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            exit(1);                                                                                       \
-        }                                                                                                  \
-    } while (0)
 #define CB(call)                                                                   \
     do {                                                                           \
         cublasStatus_t s_ = (call);                                                \

@@ -24,18 +24,12 @@
 #include <string.h>
 
 #include "backend/cpu/quant.h"
+#include "backend/cuda/cuda_exit_check.h"
 #include "backend/cuda/moe_gemm.h"
 #include "backend/cuda/moe_layout.h"
+#include "moe_ref.h"
 #include "test.h"
 
-#define CU(call)                                                                                           \
-    do {                                                                                                   \
-        cudaError_t e_ = (call);                                                                           \
-        if (e_ != cudaSuccess) {                                                                           \
-            fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            exit(1);                                                                                       \
-        }                                                                                                  \
-    } while (0)
 
 static unsigned long long rng = 0x9E3779B97F4A7C15ull;
 static float frand(void) { return test_frand(&rng); }
@@ -130,28 +124,7 @@ static void make_routing(int E, int K, int64_t T, int32_t *ids, float *w) {
 }
 
 static void reference_token(const model *m, const float *x, const int32_t *ids, const float *w, float *out, float *h) {
-    int64_t H = m->H, I = m->I;
-    memset(out, 0, (size_t)H * sizeof(float));
-    for (int k = 0; k < m->K; k++) {
-        int e = ids[k];
-        if (e < 0 || e >= m->E)
-            continue;
-        const float *w13 = m->w13f + (int64_t)e * 2 * I * H, *dn = m->downf + (int64_t)e * H * I;
-        for (int64_t i = 0; i < I; i++) {
-            float g = 0, u = 0;
-            for (int64_t j = 0; j < H; j++) {
-                g += w13[(2 * i) * H + j] * x[j];
-                u += w13[(2 * i + 1) * H + j] * x[j];
-            }
-            h[i] = g / (1.0f + expf(-g)) * u;
-        }
-        for (int64_t r = 0; r < H; r++) {
-            float acc = 0;
-            for (int64_t i = 0; i < I; i++)
-                acc += dn[r * I + i] * h[i];
-            out[r] += w[k] * acc;
-        }
-    }
+    moe_reference_token(m->w13f, m->downf, m->H, m->I, m->E, m->K, x, ids, w, h, out);
 }
 
 /* one batch of T tokens: returns the relative L2 error over the checked tokens */

@@ -25,6 +25,7 @@
 #include "backend/cuda/moe_cache.h"
 #include "backend/cuda/moe_residency.h"
 #include "cuda_test.h"
+#include "moe_ref.h"
 #include "tmpdir.h"
 
 enum { L = 6, E = 8, K = 2, T = 96 };
@@ -89,25 +90,8 @@ static void free_weights(weights *w) {
 /* out = sum_k w_k down(silu(gate x) * up x) for one token of layer l, in float */
 static void reference_token(const weights *w, int l, const float *x, const int32_t *ids, const float *wt, float *out) {
     float h[256];
-    memset(out, 0, (size_t)H * sizeof *out);
-    for (int k = 0; k < K; k++) {
-        int e = ids[k];
-        const float *w13 = w->w13f + ((size_t)(l * E + e)) * 2 * I * H, *dn = w->downf + ((size_t)(l * E + e)) * H * I;
-        for (int64_t i = 0; i < I; i++) {
-            float g = 0, u = 0;
-            for (int64_t j = 0; j < H; j++) {
-                g += w13[(2 * i) * H + j] * x[j];
-                u += w13[(2 * i + 1) * H + j] * x[j];
-            }
-            h[i] = g / (1.0f + expf(-g)) * u;
-        }
-        for (int64_t r = 0; r < H; r++) {
-            float acc = 0;
-            for (int64_t i = 0; i < I; i++)
-                acc += dn[r * I + i] * h[i];
-            out[r] += wt[k] * acc;
-        }
-    }
+    moe_reference_token(w->w13f + (size_t)l * E * 2 * I * H, w->downf + (size_t)l * E * H * I, H, I, E, K, x, ids, wt, h,
+                        out);
 }
 
 typedef struct {
