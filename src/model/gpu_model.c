@@ -494,25 +494,47 @@ static kr_status choose_link(kr_gpu_model *gm, int s) {
     return KR_OK;
 }
 
-/* Bytes of the forward's working buffers for a chunk of T tokens over a context of ctx (reserve()'s, the
- * pinned side excluded, plus MLA's expanded keys and values), which the planner's workspace only estimates. */
-static int64_t working_bytes(const kr_model *m, bool experts_on_gpu, int64_t T, int64_t ctx) {
+
+/* Bytes of each working buffer for a prompt of n tokens run in chunks of T (all_positions: logits of every
+ * position, at most min(T, 256) rows at a time) over a context of up to ctx positions. One account for
+ * reserve() (ctx 0: the buffers sized by the context, MLA's expanded keys/values and its absorbed form's
+ * ones, grow where they are used) and for the experts' VRAM budget. */
+static void buffer_bytes(const kr_model *m, bool experts_on_gpu, bool last_stage, int64_t n, int64_t T, int64_t ctx,
+                         bool all_positions, size_t out[B_COUNT]) {
     const kr_hparams *hp = &m->hp;
     bool mla = hp->family == KR_FAMILY_DEEPSEEK2;
-    int64_t D = hp->hidden, H = hp->n_heads, q = H * hp->head_dim, o = H * (mla ? hp->v_head_dim : hp->head_dim);
-    int64_t kvw = mla ? hp->kv_lora_rank + hp->qk_rope_dim : hp->n_kv_heads * hp->head_dim;
-    int64_t shared = hp->n_shared > 0 ? hp->n_shared : 1, inter = hp->moe_intermediate * shared;
-    if (hp->intermediate > inter)
-        inter = hp->intermediate;
+    int64_t D = hp->hidden, H = hp->n_heads, f = sizeof(float), b = 2, q = H * hp->head_dim;
+    int64_t W = hp->kv_lora_rank + hp->qk_rope_dim, kvw = mla ? W : hp->n_kv_heads * hp->head_dim;
+    int64_t o = H * (mla ? hp->v_head_dim : hp->head_dim), shared = hp->n_shared > 0 ? hp->n_shared : 1;
+    int64_t inter = hp->moe_intermediate * shared > hp->intermediate ? hp->moe_intermediate * shared : hp->intermediate;
     int E = hp->router.n_experts > 0 ? hp->router.n_experts : 1, K = hp->router.top_k > 0 ? hp->router.top_k : 1;
-    int64_t per_token = D * (4 + 4 + 2 + 4) + q * (4 + 2 + 2) + 3 * kvw * 4 + o * 2 + inter * 3 * 2 + E * 4 + K * 8;
-    int64_t b = T * per_token + (T < 256 ? T : 256) * hp->vocab * 4 + ctx * D * 4; /* + the residual of a prompt */
-    if (mla) /* expanded keys/values over the context, and the absorbed form's buffers (an FP8 cache's later chunks) */
-        b += ctx * (q + o) * 2 + T * H * (hp->kv_lora_rank + hp->qk_rope_dim) * 4 + T * H * hp->kv_lora_rank * 2 +
-             T * (hp->q_lora_rank > 0 ? hp->q_lora_rank : 0) * 4;
+    int64_t rows = all_positions ? (T < 256 ? T : 256) : 1; /* logits rows at a time: they pass through B_XB */
+    memset(out, 0, B_COUNT * sizeof *out);
+    out[B_X] = (size_t)(n * D * f);
+    out[B_XN] = out[B_MOE] = (size_t)(T * D * f);
+    out[B_XB] = (size_t)(T * D * b);
+    out[B_Q] = (size_t)(T * q * f);
+    out[B_QA] = (size_t)(T * (hp->q_lora_rank ? hp->q_lora_rank : 1) * f);
+    out[B_QB] = (size_t)(T * (q > hp->q_lora_rank ? q : hp->q_lora_rank) * b);
+    out[B_KV] = out[B_K] = out[B_V] = (size_t)(T * kvw * f);
+    out[B_O] = (size_t)(T * o * b);
+    out[B_GU] = (size_t)(T * 2 * inter * b);
+    out[B_ACT] = (size_t)(T * inter * b);
+    out[B_LOGITS] = (size_t)(T * E * f);
+    out[B_IDX] = (size_t)(T * K) * sizeof(int32_t);
+    out[B_W] = (size_t)(T * K * f);
     if (experts_on_gpu)
-        b += (int64_t)kr_gpu_moe_ws_bytes(E, hp->moe_intermediate, T, K);
-    return b;
+        out[B_MOE_WS] = kr_gpu_moe_ws_bytes(E, hp->moe_intermediate, T, K);
+    if (last_stage)
+        out[B_OUT] = (size_t)(rows * hp->vocab * f);
+    if (!mla) {
+        out[B_ATT] = (size_t)(T * q * b);
+    } else if (ctx > 0) {
+        out[B_QABS] = (size_t)(T * H * W * f);
+        out[B_ATT] = (size_t)(T * H * hp->kv_lora_rank * b);
+        out[B_KX] = (size_t)(ctx * q * b);
+        out[B_VX] = (size_t)(ctx * o * b);
+    }
 }
 
 /* What a stage's experts may take now: the plan's share, and no more than is free after the working
@@ -527,7 +549,12 @@ static int64_t expert_budget(const kr_gpu_model *gm, const gpu_stage *g, const k
     kr_cuda_kv_shape ks = kr_kv_shape_of(hp, gm->cfg.kv_fp8);
     /* 1.5x: growing the cache holds the old and the new one for a moment */
     int64_t kv = 3 * ctx * kr_cuda_kv_bytes_per_token(&ks) * (g->last - g->first) / (hp->n_layers > 0 ? 2 * hp->n_layers : 2);
-    int64_t free_now = (int64_t)info.free_bytes - working_bytes(m, true, gm->chunk, ctx) - kv - (512ll << 20);
+    size_t sz[B_COUNT];
+    buffer_bytes(m, true, g->last == hp->n_layers, ctx, gm->chunk, ctx, true, sz);
+    int64_t working = 0;
+    for (int i = 0; i < B_COUNT; i++)
+        working += (int64_t)sz[i];
+    int64_t free_now = (int64_t)info.free_bytes - working - kv - (512ll << 20);
     int64_t b = g->expert_budget < free_now ? g->expert_budget : free_now;
     return b > 0 ? b : 0;
 }
@@ -875,42 +902,21 @@ void kr_gpu_kv_free(kr_kv_cache *kv) {
 
 #define BUF(i) (g->buf[i].p)
 
-/* Sizes a stage's residual stream for a prompt of n tokens and every other working buffer for chunks of
- * T (grow-only: a decode step after the first allocates nothing). */
+/* Sizes the stage's working buffers for a prompt of n tokens in chunks of T (grow-only: a decode step after
+ * the first allocates nothing) and its pinned hand-off buffers for a chunk. */
 static kr_status reserve(gpu_stage *g, const kr_model *m, int64_t n, int64_t T, bool all_positions) {
-    const kr_hparams *hp = &m->hp;
-    int64_t D = hp->hidden, H = hp->n_heads, f = sizeof(float), b = 2;
-    int64_t q = hp->family == KR_FAMILY_DEEPSEEK2 ? H * hp->head_dim : H * hp->head_dim;
-    int64_t W = hp->kv_lora_rank + hp->qk_rope_dim, kvw = hp->family == KR_FAMILY_DEEPSEEK2 ? W : hp->n_kv_heads * hp->head_dim;
-    int64_t att = hp->family == KR_FAMILY_DEEPSEEK2 ? H * hp->kv_lora_rank : H * hp->head_dim;
-    int64_t o = hp->family == KR_FAMILY_DEEPSEEK2 ? H * hp->v_head_dim : H * hp->head_dim;
-    int64_t inter = hp->intermediate;
-    if (hp->moe_intermediate * (hp->n_shared > 0 ? hp->n_shared : 1) > inter)
-        inter = hp->moe_intermediate * (hp->n_shared > 0 ? hp->n_shared : 1);
-    int E = hp->router.n_experts > 0 ? hp->router.n_experts : 1, K = hp->router.top_k > 0 ? hp->router.top_k : 1;
-    int64_t rows = all_positions ? (T < 256 ? T : 256) : 1; /* logits rows at a time: they pass through B_XB */
-    KR_TRY(dgrow(g, B_X, (size_t)(n * D * f), "the residual stream"));
-    KR_TRY(dgrow(g, B_XN, (size_t)(T * D * f), "normalized hidden states"));
-    KR_TRY(dgrow(g, B_XB, (size_t)(T * D * b), "bf16 hidden states"));
-    KR_TRY(dgrow(g, B_Q, (size_t)(T * q * f), "queries"));
-    KR_TRY(dgrow(g, B_QA, (size_t)(T * (hp->q_lora_rank ? hp->q_lora_rank : 1) * f), "q_a"));
-    KR_TRY(dgrow(g, B_QB, (size_t)(T * (q > hp->q_lora_rank ? q : hp->q_lora_rank) * b), "bf16 queries"));
-    KR_TRY(dgrow(g, B_KV, (size_t)(T * kvw * f), "new keys"));
-    KR_TRY(dgrow(g, B_K, (size_t)(T * kvw * f), "new keys"));
-    KR_TRY(dgrow(g, B_V, (size_t)(T * kvw * f), "new values"));
-    if (hp->family != KR_FAMILY_DEEPSEEK2) /* MLA sizes its absorbed-form buffers when it takes that form */
-        KR_TRY(dgrow(g, B_ATT, (size_t)(T * att * b), "attention output"));
-    KR_TRY(dgrow(g, B_O, (size_t)(T * o * b), "attention heads' values"));
-    KR_TRY(dgrow(g, B_GU, (size_t)(T * 2 * inter * b), "MLP gate/up"));
-    KR_TRY(dgrow(g, B_ACT, (size_t)(T * inter * b), "MLP activations"));
-    KR_TRY(dgrow(g, B_LOGITS, (size_t)(T * E * f), "router logits"));
-    KR_TRY(dgrow(g, B_IDX, (size_t)(T * K) * sizeof(int32_t), "expert ids"));
-    KR_TRY(dgrow(g, B_W, (size_t)(T * K * f), "expert weights"));
-    KR_TRY(dgrow(g, B_MOE, (size_t)(T * D * f), "routed expert output"));
-    if (g->experts)
-        KR_TRY(dgrow(g, B_MOE_WS, kr_gpu_moe_ws_bytes(E, hp->moe_intermediate, T, K), "MoE workspace"));
-    if (g->last == hp->n_layers)
-        KR_TRY(dgrow(g, B_OUT, (size_t)(rows * hp->vocab * f), "logits"));
+    size_t sz[B_COUNT];
+    buffer_bytes(m, g->experts != NULL, g->last == m->hp.n_layers, n, T, 0, all_positions, sz);
+    static const char *what[B_COUNT] = {
+        [B_X] = "the residual stream", [B_XN] = "normalized hidden states", [B_XB] = "bf16 hidden states",
+        [B_Q] = "queries", [B_QA] = "q_a", [B_QB] = "bf16 queries", [B_KV] = "new keys", [B_K] = "new keys",
+        [B_V] = "new values", [B_ATT] = "attention output", [B_O] = "attention heads' values", [B_GU] = "MLP gate/up",
+        [B_ACT] = "MLP activations", [B_LOGITS] = "router logits", [B_IDX] = "expert ids", [B_W] = "expert weights",
+        [B_MOE] = "routed expert output", [B_MOE_WS] = "MoE workspace", [B_OUT] = "logits"};
+    for (int i = 0; i < B_COUNT; i++)
+        if (sz[i])
+            KR_TRY(dgrow(g, i, sz[i], what[i] ? what[i] : "a working buffer of the GPU forward"));
+    int64_t D = m->hp.hidden, K = m->hp.router.top_k > 0 ? m->hp.router.top_k : 1, f = sizeof(float);
     if (T > g->h_cap) {
         kr_cuda_host_free(g->h_x);
         kr_cuda_host_free(g->h_out);
