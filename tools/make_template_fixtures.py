@@ -412,6 +412,9 @@ FEATURES = [
     ("filters_numbers", "{{ '42' | int }} {{ '3.7' | int }} {{ 'x' | int }} {{ 'x' | int(7) }} {{ 3.9 | int }} {{ '2.5' | float }} "
      "{{ 5 | float }} {{ -3 | abs }} {{ 2.5 | round }} {{ 3.5 | round }} {{ 2.567 | round(2) }} {{ 2.1 | round(method='ceil') }} "
      "{{ 7 | round }} {{ '%s-%d' | format('a', 3) }} {{ '%s' % 'pct' }}", {}),
+    # int() of a float string goes through float: nan and inf give the default (fuzzer-found: no UB cast)
+    ("filters_numbers_float_strings", "{{ 'nan' | int }} {{ 'inf' | int(3) }} {{ '-inf' | int }} {{ '1e5' | int }} "
+     "{{ '-2.5e1' | int }} {{ ' 7.9 ' | int }}", {}),
     ("filters_tojson", "{{ v | tojson }}\n{{ v | tojson(indent=2) }}\n{{ v | tojson(separators=(',', ':')) }}\n"
      "{{ v | tojson(sort_keys=true) }}\n{{ v | tojson(ensure_ascii=true) }}\n{{ 'x<y>&\\'' | tojson }}\n{{ [] | tojson(indent=2) }}"
      "{{ {} | tojson(indent=4) }}{{ none | tojson }}",

@@ -1294,7 +1294,7 @@ static kr_status to_number(tpl_render *r, int line, tpl_value v, bool want_float
         if (want_float)
             *out = tpl_float(f);
         else if (strpbrk(s, ".eEn")) /* int("3.5") fails, jinja2 then tries int(float("3.5")) */
-            *out = tpl_int((int64_t)f);
+            return to_number(r, line, tpl_float(f), false, def, out); /* its range check too */
         else
             *out = tpl_int(strtoll(s, NULL, 10));
         return KR_OK;
