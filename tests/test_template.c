@@ -236,6 +236,10 @@ static void bad_input(void) {
     check_render_error("{{ messages[0].content.nosuch() }}", "{\"messages\": [{\"content\": \"hi\"}]}",
                        "'str object' has no attribute 'nosuch'");
     check_render_error("{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}", "{}", "nested more than");
+    /* fuzzer-found: 178 GB asked of malloc; now the render's memory limit names itself */
+    check_render_error("{{ 'ab' * 89012345678 }}", "{}", "t.jinja: rendering needs more than 256 MiB");
+    check_render_error("{% set s = namespace(v='x') %}{% for i in range(40) %}{% set s.v = s.v + s.v %}{% endfor %}"
+                       "{{ s.v | length }}", "{}", "rendering needs more than");
 }
 
 int main(void) {

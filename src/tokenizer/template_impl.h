@@ -26,7 +26,13 @@ typedef struct tpl_chunk tpl_chunk;
 typedef struct {
     tpl_chunk *head;
     jmp_buf *on_oom;
+    size_t bytes, limit;  /* allocated so far; above limit (0: none) it unwinds as out of memory */
+    bool over_limit;      /* why it unwound: the limit, not malloc */
 } tpl_arena;
+
+/* A rendered prompt is megabytes at most: past this a template is in a runaway loop or repetition
+ * ('ab' * 10**11), and it fails with a message instead of taking the machine's memory. */
+#define TPL_RENDER_LIMIT ((size_t)256 << 20)
 
 void *tpl_alloc(tpl_arena *a, size_t n); /* zeroed, 16-byte aligned */
 char *tpl_strndup(tpl_arena *a, const char *s, size_t n);

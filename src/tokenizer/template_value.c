@@ -24,9 +24,14 @@ void *tpl_alloc(tpl_arena *a, size_t n) {
     n = (n + 15) & ~(size_t)15;
     if (!a->head || a->head->cap - a->head->used < n) {
         size_t cap = n > TPL_CHUNK / 4 ? n : TPL_CHUNK;
+        if (a->limit && (cap > a->limit || a->bytes > a->limit - cap)) {
+            a->over_limit = true;
+            longjmp(*a->on_oom, 1);
+        }
         tpl_chunk *c = malloc(sizeof *c + cap);
         if (!c)
             longjmp(*a->on_oom, 1);
+        a->bytes += cap;
         c->cap = cap;
         c->used = 0;
         if (cap == n && a->head) { /* a big block: keep filling the current chunk afterwards */
@@ -60,6 +65,7 @@ void tpl_arena_free(tpl_arena *a) {
         free(c);
     }
     a->head = NULL;
+    a->bytes = 0;
 }
 
 void tpl_buf_init(tpl_buf *b, tpl_arena *a) {
