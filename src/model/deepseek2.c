@@ -174,14 +174,13 @@ kr_status kr_deepseek2_bind_attention(kr_model *m, int l) {
     return KR_OK;
 }
 
-/* Scratch of one attention call (model scratch slots), sized for T new positions over a window of up to
- * kv->cap tokens (the cache's capacity, so the scores buffer does not grow every step); row and scores
- * have one stripe per pool worker. On the quantized path (L->mla_k) aq / as / ac hold the INT8
+/* Scratch of one attention call (model scratch slots), sized for T new positions; row has one stripe per
+ * pool worker. On the quantized path (L->mla_k) aq / as / ac hold the INT8
  * activations of the (t, h) rows, a_pad bytes and a_groups groups each: q_nope for the k product, then
  * (reused) the attended latent for the v product. */
 typedef struct {
-    float *q, *qa, *ckv, *qabs, *lat, *o, *row, *scores;
-    int64_t row_stride, scores_stride;
+    float *q, *qa, *ckv, *qabs, *lat, *o, *row;
+    int64_t row_stride;
     int8_t *aq;
     float *as, *ac;
     int64_t a_pad, a_groups;
@@ -283,7 +282,7 @@ kr_status kr_deepseek2_attention(kr_model *m, int l, const float *x, int64_t T, 
     const kr_hparams *hp = &m->hp;
     const kr_layer *L = &m->layers[l];
     int64_t H = hp->n_heads, Dn = hp->qk_nope_dim, Dr = hp->qk_rope_dim, Dq = Dn + Dr, Dv = hp->v_head_dim;
-    int64_t C = hp->kv_lora_rank, W = C + Dr, pos0 = kv->len, ctx = pos0 + T;
+    int64_t C = hp->kv_lora_rank, W = C + Dr, pos0 = kv->len;
     mla_scratch s = {
         .q = kr_model_scratch(m, KR_SLOT_ATTN, T * H * Dq),
         .qa = kr_model_scratch(m, KR_SLOT_ATTN + 1, T * (hp->q_lora_rank ? hp->q_lora_rank : 1)),
@@ -292,11 +291,9 @@ kr_status kr_deepseek2_attention(kr_model *m, int l, const float *x, int64_t T, 
         .lat = kr_model_scratch(m, KR_SLOT_ATTN + 4, T * H * C),
         .o = kr_model_scratch(m, KR_SLOT_ATTN + 5, T * H * Dv),
         .row_stride = C > Dn ? C : Dn,
-        .scores_stride = kv->cap > ctx ? kv->cap : ctx,
     };
     int workers = kr_pool_threads();
     s.row = kr_model_scratch(m, KR_SLOT_ATTN + 6, workers * s.row_stride);
-    s.scores = kr_model_scratch(m, KR_SLOT_ATTN + 7, workers * s.scores_stride);
     if (s.qabs)
         memset(s.qabs, 0, (size_t)(T * H * W) * sizeof(float));
     bool qok = true;
@@ -310,7 +307,7 @@ kr_status kr_deepseek2_attention(kr_model *m, int l, const float *x, int64_t T, 
         qok = s.aq && s.as && s.ac;
     }
     kr_status st = KR_OK;
-    if (!s.q || !s.qa || !s.ckv || !s.qabs || !s.lat || !s.o || !s.row || !s.scores || !qok) {
+    if (!s.q || !s.qa || !s.ckv || !s.qabs || !s.lat || !s.o || !s.row || !qok) {
         st = kr_fail(KR_ERR_NOMEM, "out of memory in MLA attention");
         goto done;
     }
@@ -351,7 +348,12 @@ kr_status kr_deepseek2_attention(kr_model *m, int l, const float *x, int64_t T, 
     kr_attention_batch b = {.q = s.qabs, .q_t = H * W, .q_h = W, .qk_dim = W, .k = kv->k[l], .v = kv->k[l],
                             .k_stride = W, .v_stride = W, .v_dim = C, .T = T, .H = H, .group = 1, .pos0 = pos0,
                             .scale = (float)hp->attn_scale, .out = s.lat, .o_t = H * C, .o_h = C};
-    kr_attend_batch(&b, s.scores, s.scores_stride);
+    float *scratch = kr_model_scratch(m, KR_SLOT_ATTN + 7, kr_attention_scratch(&b));
+    if (!scratch) {
+        st = kr_fail(KR_ERR_NOMEM, "out of memory in MLA attention");
+        goto done;
+    }
+    kr_attend_batch(&b, scratch);
     kr_pool_run_work(value_region, &job, head_work);
     if ((st = kr_matmul(&L->o_proj, s.o, T, out)) != KR_OK)
         goto done;

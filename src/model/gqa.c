@@ -59,9 +59,11 @@ kr_status kr_gqa_attention(kr_model *m, int l, const float *x, int64_t T, kr_kv_
     int64_t pos0 = kv->len;
     float *q = kr_model_scratch(m, KR_SLOT_ATTN, T * Hq * hd);
     float *o = kr_model_scratch(m, KR_SLOT_ATTN + 1, T * Hq * hd);
-    /* one stripe per worker, sized by the cache's capacity so it does not grow every decode step */
-    int64_t stripe = kv->cap > pos0 + T ? kv->cap : pos0 + T;
-    float *scores = kr_model_scratch(m, KR_SLOT_ATTN + 2, kr_pool_threads() * stripe);
+    kr_attention_batch b = {.q = q, .q_t = Hq * hd, .q_h = hd, .qk_dim = hd, .k = kv->k[l], .v = kv->v[l],
+                            .k_stride = W, .v_stride = W, .k_head = hd, .v_head = hd, .v_dim = hd, .T = T, .H = Hq,
+                            .group = group, .pos0 = pos0, .scale = (float)hp->attn_scale, .out = o, .o_t = Hq * hd,
+                            .o_h = hd};
+    float *scores = kr_model_scratch(m, KR_SLOT_ATTN + 2, kr_attention_scratch(&b));
     float *kcache = kv->k[l] + pos0 * W, *vcache = kv->v[l] + pos0 * W;
     kr_status s = KR_OK;
     if (!q || !o || !scores) {
@@ -76,11 +78,7 @@ kr_status kr_gqa_attention(kr_model *m, int l, const float *x, int64_t T, kr_kv_
     prepare_heads(m, kcache, L->bk, L->k_norm, T, Hkv, pos0);
     if (L->bv)
         kr_add_rows(vcache, L->bv, T, W);
-    kr_attention_batch b = {.q = q, .q_t = Hq * hd, .q_h = hd, .qk_dim = hd, .k = kv->k[l], .v = kv->v[l],
-                            .k_stride = W, .v_stride = W, .k_head = hd, .v_head = hd, .v_dim = hd, .T = T, .H = Hq,
-                            .group = group, .pos0 = pos0, .scale = (float)hp->attn_scale, .out = o, .o_t = Hq * hd,
-                            .o_h = hd};
-    kr_attend_batch(&b, scores, stripe);
+    kr_attend_batch(&b, scores);
     if ((s = kr_matmul(&L->wo, o, T, out)) != KR_OK)
         goto done;
     if (L->o_bias)

@@ -13,7 +13,9 @@ void kr_attend(const float *q, int64_t qk_dim, const float *k, int64_t k_stride,
 /* Every (position, head) query of an attention call, run in parallel over the thread pool. Query (t, h)
  * is q + t * q_t + h * q_h; it reads keys k + (h / group) * k_head (rows k_stride apart) and values
  * likewise, over the causal window of pos0 + t + 1 cached positions, and writes out + t * o_t + h * o_h.
- * scores: kr_pool_threads() * scores_stride floats of scratch, scores_stride >= pos0 + T. */
+ * Heads whose keys coincide (k_head == v_head == 0, as MLA's latent rows, or one GQA group) are read
+ * together. scratch: kr_attention_scratch(b) floats, which depends on the shapes, the pool and T, not on
+ * the window (a decode step's scratch does not grow with the context). */
 typedef struct {
     const float *q;
     int64_t q_t, q_h, qk_dim;
@@ -25,6 +27,7 @@ typedef struct {
     int64_t o_t, o_h;
 } kr_attention_batch;
 
-void kr_attend_batch(const kr_attention_batch *b, float *scores, int64_t scores_stride);
+int64_t kr_attention_scratch(const kr_attention_batch *b);
+void kr_attend_batch(const kr_attention_batch *b, float *scratch);
 
 #endif

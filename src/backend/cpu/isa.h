@@ -31,6 +31,14 @@ typedef struct {
     /* sum_i a[i] b[i] in float32 (kr_dot: attention over the cache, the float path). Levels sum in other
      * orders: results agree to float rounding, not bit for bit. */
     float (*dot_f32)(const float *a, const float *b, int64_t n);
+    /* Attention over a block of cached rows, for nh heads that read the same rows (kr_attend_batch):
+     * scores s[h * ss + j] = scale <q + h qs, k + j ks> (d floats) for h < nh, j < nk, and values
+     * o[h * os + i] += sum_j p[h * ps + j] v[j * vs + i] for h < nh, i < d. Register tiles of heads x
+     * keys (x value columns) read each row once per tile, not once per head. */
+    void (*attn_scores)(const float *q, int64_t qs, int nh, const float *k, int64_t ks, int nk, int64_t d, float scale,
+                        float *s, int64_t ss);
+    void (*attn_values)(const float *p, int64_t ps, int nh, const float *v, int64_t vs, int nk, int64_t d, float *o,
+                        int64_t os);
 } kr_kernels;
 
 /* The active table (chosen on first call). */

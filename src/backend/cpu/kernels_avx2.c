@@ -283,4 +283,101 @@ static float dot_f32(const float *a, const float *b, int64_t n) {
     return r;
 }
 
-const kr_kernels kr_kernels_avx2 = {KR_ISA_AVX2, "avx2", quantize_act, rows_dot, tile_dot, read_sum, dot_f32};
+/* Attention tiles: TH heads x TK keys of scores (12 independent FMA chains at 4 x 3, each chunk of a key
+ * row loaded once for all heads), TH heads x TC 8-float chunks of values (a key's value chunk loaded once
+ * for all heads, the outputs kept in registers over the whole block). Constant tile sizes after inlining. */
+static inline __attribute__((always_inline)) void scores_tile(const float *q, int64_t qs, const int TH,
+                                                              const float *k, int64_t ks, const int TK, int64_t d,
+                                                              float scale, float *s, int64_t ss) {
+    __m256 acc[4][3];
+    for (int h = 0; h < TH; h++)
+        for (int j = 0; j < TK; j++)
+            acc[h][j] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= d; i += 8) {
+        __m256 kv[3];
+        for (int j = 0; j < TK; j++)
+            kv[j] = _mm256_loadu_ps(k + j * ks + i);
+        for (int h = 0; h < TH; h++) {
+            __m256 qv = _mm256_loadu_ps(q + h * qs + i);
+            for (int j = 0; j < TK; j++)
+                acc[h][j] = _mm256_fmadd_ps(qv, kv[j], acc[h][j]);
+        }
+    }
+    for (int h = 0; h < TH; h++)
+        for (int j = 0; j < TK; j++) {
+            float r = hsum8(acc[h][j]);
+            for (int64_t t = i; t < d; t++)
+                r += q[h * qs + t] * k[j * ks + t];
+            s[h * ss + j] = scale * r;
+        }
+}
+
+static void attn_scores(const float *q, int64_t qs, int nh, const float *k, int64_t ks, int nk, int64_t d, float scale,
+                        float *s, int64_t ss) {
+    for (int h = 0; h < nh; h += 4)
+        for (int j = 0; j < nk; j += 3) {
+            int th = nh - h < 4 ? nh - h : 4, tk = nk - j < 3 ? nk - j : 3;
+            const float *qh = q + h * qs, *kj = k + j * ks;
+            float *sh = s + h * ss + j;
+#define KR_SCORES_CASE(TH, TK)                                                                                         \
+    case TH * 4 + TK: scores_tile(qh, qs, TH, kj, ks, TK, d, scale, sh, ss); break;
+            switch (th * 4 + tk) {
+                KR_SCORES_CASE(1, 1) KR_SCORES_CASE(1, 2) KR_SCORES_CASE(1, 3)
+                KR_SCORES_CASE(2, 1) KR_SCORES_CASE(2, 2) KR_SCORES_CASE(2, 3)
+                KR_SCORES_CASE(3, 1) KR_SCORES_CASE(3, 2) KR_SCORES_CASE(3, 3)
+                KR_SCORES_CASE(4, 1) KR_SCORES_CASE(4, 2) KR_SCORES_CASE(4, 3)
+            }
+#undef KR_SCORES_CASE
+        }
+}
+
+static inline __attribute__((always_inline)) void values_tile(const float *p, int64_t ps, const int TH, const float *v,
+                                                              int64_t vs, int nk, const int TC, float *o, int64_t os) {
+    __m256 acc[4][3];
+    for (int h = 0; h < TH; h++)
+        for (int c = 0; c < TC; c++)
+            acc[h][c] = _mm256_loadu_ps(o + h * os + 8 * c);
+    for (int j = 0; j < nk; j++) {
+        __m256 vv[3];
+        for (int c = 0; c < TC; c++)
+            vv[c] = _mm256_loadu_ps(v + j * vs + 8 * c);
+        for (int h = 0; h < TH; h++) {
+            __m256 pb = _mm256_broadcast_ss(p + h * ps + j);
+            for (int c = 0; c < TC; c++)
+                acc[h][c] = _mm256_fmadd_ps(pb, vv[c], acc[h][c]);
+        }
+    }
+    for (int h = 0; h < TH; h++)
+        for (int c = 0; c < TC; c++)
+            _mm256_storeu_ps(o + h * os + 8 * c, acc[h][c]);
+}
+
+static void attn_values(const float *p, int64_t ps, int nh, const float *v, int64_t vs, int nk, int64_t d, float *o,
+                        int64_t os) {
+    int64_t d8 = d & ~(int64_t)7;
+    for (int h = 0; h < nh; h += 4) {
+        int th = nh - h < 4 ? nh - h : 4;
+        const float *ph = p + h * ps;
+        float *oh = o + h * os;
+        for (int64_t i = 0; i < d8; i += 24) {
+            int tc = (int)((d8 - i) / 8 < 3 ? (d8 - i) / 8 : 3);
+#define KR_VALUES_CASE(TH, TC)                                                                                         \
+    case TH * 4 + TC: values_tile(ph, ps, TH, v + i, vs, nk, TC, oh + i, os); break;
+            switch (th * 4 + tc) {
+                KR_VALUES_CASE(1, 1) KR_VALUES_CASE(1, 2) KR_VALUES_CASE(1, 3)
+                KR_VALUES_CASE(2, 1) KR_VALUES_CASE(2, 2) KR_VALUES_CASE(2, 3)
+                KR_VALUES_CASE(3, 1) KR_VALUES_CASE(3, 2) KR_VALUES_CASE(3, 3)
+                KR_VALUES_CASE(4, 1) KR_VALUES_CASE(4, 2) KR_VALUES_CASE(4, 3)
+            }
+#undef KR_VALUES_CASE
+        }
+        for (int hh = 0; hh < th; hh++) /* columns past the last full chunk */
+            for (int j = 0; j < nk; j++)
+                for (int64_t i = d8; i < d; i++)
+                    oh[hh * os + i] += ph[hh * ps + j] * v[j * vs + i];
+    }
+}
+
+const kr_kernels kr_kernels_avx2 = {KR_ISA_AVX2, "avx2",      quantize_act, rows_dot,   tile_dot,
+                                    read_sum,    dot_f32,     attn_scores,  attn_values};

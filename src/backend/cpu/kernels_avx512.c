@@ -171,4 +171,17 @@ static float dot_f32(const float *a, const float *b, int64_t n) {
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
-const kr_kernels kr_kernels_avx512 = {KR_ISA_AVX512, "avx512", quantize_act, rows_dot, tile_dot, read_sum, dot_f32};
+/* Attention is bound by loads from L2 and FMA chains at the AVX2 tile sizes; the 16-wide version would
+ * need 32 accumulators for the same reuse. The AVX2 tiles it is. */
+static void attn_scores(const float *q, int64_t qs, int nh, const float *k, int64_t ks, int nk, int64_t d, float scale,
+                        float *s, int64_t ss) {
+    kr_kernels_avx2.attn_scores(q, qs, nh, k, ks, nk, d, scale, s, ss);
+}
+
+static void attn_values(const float *p, int64_t ps, int nh, const float *v, int64_t vs, int nk, int64_t d, float *o,
+                        int64_t os) {
+    kr_kernels_avx2.attn_values(p, ps, nh, v, vs, nk, d, o, os);
+}
+
+const kr_kernels kr_kernels_avx512 = {KR_ISA_AVX512, "avx512", quantize_act, rows_dot, tile_dot, read_sum, dot_f32,
+                                      attn_scores,   attn_values};

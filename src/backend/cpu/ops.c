@@ -26,6 +26,21 @@ float kr_dot_ref(const float *a, const float *b, int64_t n) {
     return (s0 + s1) + (s2 + s3);
 }
 
+void kr_attn_scores_ref(const float *q, int64_t qs, int nh, const float *k, int64_t ks, int nk, int64_t d, float scale,
+                        float *s, int64_t ss) {
+    for (int h = 0; h < nh; h++)
+        for (int j = 0; j < nk; j++)
+            s[h * ss + j] = scale * kr_dot_ref(q + h * qs, k + j * ks, d);
+}
+
+void kr_attn_values_ref(const float *p, int64_t ps, int nh, const float *v, int64_t vs, int nk, int64_t d, float *o,
+                        int64_t os) {
+    for (int h = 0; h < nh; h++)
+        for (int j = 0; j < nk; j++)
+            for (int64_t i = 0; i < d; i++)
+                o[h * os + i] += p[h * ps + j] * v[j * vs + i];
+}
+
 void kr_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
     double ss = 0;
     for (int64_t i = 0; i < n; i++)

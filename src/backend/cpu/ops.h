@@ -9,6 +9,11 @@
 
 float kr_dot(const float *a, const float *b, int64_t n); /* through the ISA table's dot_f32 */
 float kr_dot_ref(const float *a, const float *b, int64_t n); /* the scalar level's */
+/* the scalar level's attention block kernels (isa.h's attn_scores / attn_values) */
+void kr_attn_scores_ref(const float *q, int64_t qs, int nh, const float *k, int64_t ks, int nk, int64_t d, float scale,
+                        float *s, int64_t ss);
+void kr_attn_values_ref(const float *p, int64_t ps, int nh, const float *v, int64_t vs, int nk, int64_t d, float *o,
+                        int64_t os);
 
 /* out = w * x / sqrt(mean(x^2) + eps); out may alias x. */
 void kr_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps);
