@@ -23,17 +23,25 @@ static inline kr_model *open_model(const char *path, const kr_quant_config *qc) 
     return m;
 }
 
-/* prompt logits (all positions) then one decode step per id, into out [(np + nd) * vocab] */
-static inline kr_status run_logits(kr_model *m, const int32_t *prompt, int np, const int32_t *dec, int nd, float *out) {
+/* prompt logits (all positions: the first `first` ids in one forward, the rest in a second, so the cache
+ * holds tokens when it grows) then one decode step per id, into out [(np + nd) * vocab] */
+static inline kr_status run_logits_parts(kr_model *m, const int32_t *prompt, int np, int first, const int32_t *dec,
+                                         int nd, float *out) {
     kr_kv_cache *kv = NULL;
     int64_t V = m->hp.vocab;
     kr_status s = kr_kv_cache_create(m, &kv);
     if (s == KR_OK)
-        s = kr_forward(m, kv, prompt, np, true, out);
+        s = kr_forward(m, kv, prompt, first, true, out);
+    if (s == KR_OK && first < np)
+        s = kr_forward(m, kv, prompt + first, np - first, true, out + (int64_t)first * V);
     for (int i = 0; s == KR_OK && i < nd; i++)
         s = kr_forward(m, kv, &dec[i], 1, false, out + (np + i) * V);
     kr_kv_cache_free(kv);
     return s;
+}
+
+static inline kr_status run_logits(kr_model *m, const int32_t *prompt, int np, const int32_t *dec, int nd, float *out) {
+    return run_logits_parts(m, prompt, np, np, dec, nd, out);
 }
 
 static inline int argmax_f32(const float *x, int64_t n) {

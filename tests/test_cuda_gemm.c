@@ -171,6 +171,7 @@ int main(void) {
      * rows not a multiple of 8; batched as MLA's per-head products */
     for (int gemv = 1; gemv >= 0; gemv--) {
         kr_cuda_gemm_force_gemv(gemv);
+        int64_t launches = kr_cuda_gemv_launches();
         test_bf16(h, 1, 3072, 2048, KR_CU_F32, 1.0f);
         test_bf16(h, 3, 576, 2048, KR_CU_F32, 0);
         test_bf16(h, 8, 2816, 2048, KR_CU_BF16, 0);
@@ -179,6 +180,9 @@ int main(void) {
         test_batched(h, 1, 16, 512, 128, KR_CU_F32, 0); /* MLA absorb: 16 heads of Wk_b^T q_nope */
         test_batched(h, 1, 16, 128, 512, KR_CU_BF16, 0); /* MLA value: Wv_b . latent */
         test_batched(h, 5, 4, 64, 96, KR_CU_F32, 1.0f);
+        /* all but the 8-byte aligned one qualify: the GEMV ran when on, and only then */
+        int64_t ran = kr_cuda_gemv_launches() - launches;
+        CHECK(gemv ? ran >= 7 : ran == 0, "GEMV %s: %lld GEMV launches", gemv ? "on" : "off", (long long)ran);
     }
     kr_cuda_gemm_force_gemv(-1);
     test_batched(h, 40, 4, 64, 96, KR_CU_BF16, 0); /* cuBLASLt's strided batch */

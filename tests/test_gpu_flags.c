@@ -35,6 +35,7 @@ int main(int argc, char **argv) {
         {"--gpus 0,", "--gpus: '0,'"},
         {"--pp 0", "--pp: '0'"},
         {"--gpu --prefill-chunk 12x", "--prefill-chunk: '12x'"},
+        {"--gpu --prefill-chunk 65536", "--prefill-chunk: '65536' is not a token count from 1 to 65535"},
     };
     char out[8192];
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {

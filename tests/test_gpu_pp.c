@@ -21,7 +21,11 @@
 #include "test.h"
 #include "tmpdir.h"
 
+/* Experts on the CPU are deterministic, so stages must not change a logit beyond float noise. Experts on
+ * the GPU sum each token's expert outputs with atomics in whatever order the blocks finish, and a one-ulp
+ * f32 difference can flip a bf16 rounding of the hidden state (2^-8), compounding over six layers. */
 #define PP_TOL 1e-4
+#define PP_TOL_GPU_EXPERTS 2e-3
 
 static char cache_dir[512];
 
@@ -64,9 +68,10 @@ static void pp_vs_one(const char *path, const int32_t *prompt, int np, const int
                 worst_row = (int)r;
             }
         }
-        CHECK(worst <= PP_TOL, "%s, experts %s (INT%d), %d stages%s: row %d's largest difference is %.3g of its "
+        double tol = strcmp(mode, "cpu") ? PP_TOL_GPU_EXPERTS : PP_TOL;
+        CHECK(worst <= tol, "%s, experts %s (INT%d), %d stages%s: row %d's largest difference is %.3g of its "
               "largest logit (max %g)", path, mode, expert_bits, stages, bounce ? " through host memory" : "",
-              worst_row, worst, PP_TOL);
+              worst_row, worst, tol);
         printf("%s, experts %s (INT%d), --pp %d%s: largest relative difference %.3g over %lld rows\n", path, mode,
                expert_bits, stages, bounce ? " (host bounce)" : "", worst, (long long)rows);
         free(la);
@@ -97,7 +102,9 @@ static void demo(void) {
     pp_vs_one(dir, prompt, 10, dec, 4, 0, "cpu", 2, false);
     pp_vs_one(dir, prompt, 10, dec, 4, 0, "cpu", 2, true);
     pp_vs_one(dir, prompt, 10, dec, 4, 8, "persistent", 2, false);
-    pp_vs_one(dir, prompt, 10, dec, 4, 8, "grouped:2", 2, true);
+    /* chunked, not grouped:2: a stage of 3 MoE layers would run grouped:2 as persistent (2N >= layers);
+     * chunked keeps the second stage (first MoE layer 2) chunked */
+    pp_vs_one(dir, prompt, 10, dec, 4, 8, "chunked", 2, true);
     pp_vs_one(dir, prompt, 10, dec, 4, 8, "cpu", 3, false);
 
     /* greedy tokens: one stage, two, two through host memory */

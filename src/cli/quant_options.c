@@ -45,8 +45,9 @@ static int gpu_flag(const char *a, const char *v, kr_gpu_config *g) {
     if (!strcmp(a, "--prefill-chunk")) {
         char *end;
         long long n = v ? strtoll(v, &end, 10) : 0;
-        if (!v || *end || n < 1 || n > (1ll << 20)) {
-            fprintf(stderr, "krasis: --prefill-chunk: '%s' is not a token count from 1 to 1048576\n", v ? v : "(missing)");
+        if (!v || *end || n < 1 || n > KR_GPU_MAX_PREFILL_CHUNK) {
+            fprintf(stderr, "krasis: --prefill-chunk: '%s' is not a token count from 1 to %d\n", v ? v : "(missing)",
+                    KR_GPU_MAX_PREFILL_CHUNK);
             return 2;
         }
         g->prefill_chunk = n;

@@ -679,6 +679,11 @@ kr_status kr_gpu_model_create(kr_model *m, const kr_quant_config *qc) {
         return kr_fail(KR_ERR_UNSUPPORTED, "--gpu: %d experts is more than the GPU router takes (%d)",
                        hp->router.n_experts, KR_CUDA_ROUTER_MAX_EXPERTS);
     int n = cfg->n_stages ? cfg->n_stages : cfg->n_devices ? cfg->n_devices : 1;
+    if (n < 1 || n > KR_GPU_MAX_STAGES) /* the CLI refuses these too; a library caller may not */
+        return kr_fail(KR_ERR_ARG, "--pp %d: from 1 to %d pipeline stages", n, KR_GPU_MAX_STAGES);
+    if (cfg->prefill_chunk < 0 || cfg->prefill_chunk > KR_GPU_MAX_PREFILL_CHUNK)
+        return kr_fail(KR_ERR_ARG, "--prefill-chunk %lld: from 1 to %d tokens (0: the default)",
+                       (long long)cfg->prefill_chunk, KR_GPU_MAX_PREFILL_CHUNK);
     if (cfg->n_devices && cfg->n_devices != n)
         return kr_fail(KR_ERR_ARG, "--pp %d with --gpus listing %d devices: give one device per stage", n,
                        cfg->n_devices);

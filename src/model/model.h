@@ -62,6 +62,9 @@ typedef struct {
 } kr_model_stats;
 
 #define KR_GPU_MAX_STAGES 16
+/* tokens per prompt chunk at most: CUDA grids take 65535 blocks in y and z, and the attention kernels
+ * launch one z slice per token of the chunk */
+#define KR_GPU_MAX_PREFILL_CHUNK 65535
 
 /* Where the forward pass runs (--gpu, --kv-dtype, --expert-mode, --vram). With `on`, every non-expert op
  * runs on the GPU (model/gpu_model.c). The routed experts: with experts_cpu always on the CPU (hybrid: the

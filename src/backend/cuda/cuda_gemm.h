@@ -31,6 +31,8 @@ kr_status kr_cuda_gemm_bf16_batched(kr_cuda_blas *h, kr_cuda_dtype y_dt, void *y
 /* 1: problems of up to 8 tokens use the GEMV kernel, 0: always cuBLASLt, -1: KRASIS_GPU_GEMV decides
  * (default off until checked on a device). For tests; not thread-safe. */
 void kr_cuda_gemm_force_gemv(int on);
+/* GEMV kernel launches so far (tests: which path a GEMM took) */
+int64_t kr_cuda_gemv_launches(void);
 
 /* y = x W^T + beta * y in float32 throughout (no TF32): the router, whose top-k must match the CPU's. */
 kr_status kr_cuda_gemm_f32(kr_cuda_blas *h, float *y, const float *x, const float *w, int64_t T, int64_t N, int64_t K,

@@ -263,7 +263,9 @@ static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 /* Off unless KRASIS_GPU_GEMV=1 (or a test forces it): written after the session's last GPU run, so not yet
  * checked on a device (issue 8's notes); the next device run's test_cuda_gemm decides the default. */
 static int gemv_forced = -1;
+static int64_t gemv_launches;
 extern "C" void kr_cuda_gemm_force_gemv(int on) { gemv_forced = on; }
+extern "C" int64_t kr_cuda_gemv_launches(void) { return gemv_launches; }
 
 static bool gemv_enabled(void) {
     static int from_env = -1; /* read once: this sits in front of every GEMM of a decode step */
@@ -303,6 +305,7 @@ static kr_status gemv(Y *y, int64_t ldy, int64_t sy, const void *x, int64_t ldx,
         KR_GEMV(8);
     }
 #undef KR_GEMV
+    gemv_launches++;
     KR_CU_LAUNCHED("gemv");
     return KR_OK;
 }
