@@ -4,6 +4,8 @@
  *                           layout in memory: the routed + shared expert FFN of every MoE layer, which is
  *                           what decode time is made of (attention, router and lm_head are not run)
  * Decode tok/s is the median over --decode steps; prefill tok/s the median over 3 runs of --prefill tokens.
+ * --depth N (with -m): the decode steps run after an untimed N-token prompt, i.e. over an N-token cache
+ * (llama-bench's -d), which is where attention's share of a step shows.
  * Bytes per token count the expert bytes read (quantized values + scales) for the routed top-k and the
  * shared experts; achieved GB/s = bytes per token x decode tok/s; roofline % = that over read_bw. */
 #define _GNU_SOURCE
@@ -31,7 +33,7 @@
 
 static const char *usage =
     "usage: krasis bench (-m MODEL | --synthetic CONFIG.json) [--threads N] [--decode N] [--prefill N]\n"
-    "                    [--expert-bits 4|8] [--group-size G] [--json]\n" KR_QUANT_USAGE;
+    "                    [--depth N] [--expert-bits 4|8] [--group-size G] [--json]\n" KR_QUANT_USAGE;
 
 static double now_s(void) {
     struct timespec ts;
@@ -277,8 +279,8 @@ out:
     return rc;
 }
 
-static int run_model(const char *dir, const kr_quant_config *qc, int n_decode, int n_prefill, result *r, char *what,
-                     size_t what_n) {
+static int run_model(const char *dir, const kr_quant_config *qc, int n_decode, int n_prefill, int depth, result *r,
+                     char *what, size_t what_n) {
     kr_model *m = NULL;
     kr_kv_cache *kv = NULL;
     if (kr_model_open(dir, &m) != KR_OK || kr_model_quantize(m, qc) != KR_OK || kr_kv_cache_create(m, &kv) != KR_OK) {
@@ -288,11 +290,18 @@ static int run_model(const char *dir, const kr_quant_config *qc, int n_decode, i
     }
     snprintf(what, what_n, "%s (%s), experts %s", dir, m->hp.model_type,
              qc->routed_bits ? (qc->routed_bits == 4 ? "int4" : "int8") : "as loaded (float32 path)");
-    int64_t T = n_prefill > 0 ? n_prefill : 1;
-    int32_t *ids = malloc((size_t)T * sizeof *ids);
+    int64_t T = n_prefill > 0 ? n_prefill : 1, n_ids = T > depth ? T : depth;
+    int32_t *ids = malloc((size_t)n_ids * sizeof *ids);
     float *logits = malloc((size_t)(m->hp.vocab) * sizeof *logits);
     double *times = malloc((size_t)(n_decode + 3) * sizeof *times);
-    for (int64_t i = 0; i < T; i++)
+    if (!ids || !logits || !times) {
+        free(ids), free(logits), free(times);
+        kr_kv_cache_free(kv);
+        kr_model_close(m);
+        fprintf(stderr, "krasis bench: out of memory\n");
+        return 1;
+    }
+    for (int64_t i = 0; i < n_ids; i++)
         ids[i] = (int32_t)((i * 7919 + 13) % m->hp.vocab);
     kr_status s = KR_OK;
     for (int rep = 0; rep < 3 && s == KR_OK; rep++) {
@@ -302,6 +311,10 @@ static int run_model(const char *dir, const kr_quant_config *qc, int n_decode, i
         times[rep] = now_s() - t0;
     }
     r->prefill_tok_s = (double)T / median(times, 3);
+    if (s == KR_OK && depth > 0) { /* the decode steps' context, untimed */
+        kr_kv_cache_reset(kv);
+        s = kr_forward(m, kv, ids, depth, false, logits);
+    }
     for (int it = 0; it < n_decode && s == KR_OK; it++) {
         int32_t id = (int32_t)((it * 31 + 5) % m->hp.vocab);
         double t0 = now_s();
@@ -329,7 +342,7 @@ static int run_model(const char *dir, const kr_quant_config *qc, int n_decode, i
 
 int kr_cmd_bench(int argc, char **argv) {
     const char *model = NULL, *synthetic = NULL;
-    int n_decode = 32, n_prefill = 128, json = 0;
+    int n_decode = 32, n_prefill = 128, depth = 0, json = 0;
     kr_quant_config qc;
     kr_quant_defaults(&qc);
     qc.group_size = 32;
@@ -347,11 +360,18 @@ int kr_cmd_bench(int argc, char **argv) {
             model = argv[++i];
         else if (!strcmp(a, "--synthetic") && v)
             synthetic = argv[++i];
-        else if (!strcmp(a, "--decode") && v)
-            n_decode = atoi(argv[++i]);
-        else if (!strcmp(a, "--prefill") && v)
-            n_prefill = atoi(argv[++i]);
-        else if (!strcmp(a, "--json"))
+        else if (!strcmp(a, "--decode") || !strcmp(a, "--prefill") || !strcmp(a, "--depth")) {
+            /* token counts: a typo must not become 0 (atoi) and silently change what is measured */
+            char *end;
+            long n = v ? strtol(v, &end, 10) : -1;
+            if (!v || end == v || *end || n < (strcmp(a, "--decode") ? 0 : 1) || n > (1 << 20)) {
+                fprintf(stderr, "krasis bench: %s: '%s' is not a token count from %d to 1048576\n", a,
+                        v ? v : "(missing)", strcmp(a, "--decode") ? 0 : 1);
+                return 2;
+            }
+            *(!strcmp(a, "--decode") ? &n_decode : !strcmp(a, "--prefill") ? &n_prefill : &depth) = (int)n;
+            i++;
+        } else if (!strcmp(a, "--json"))
             json = 1;
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage, stdout);
@@ -361,8 +381,13 @@ int kr_cmd_bench(int argc, char **argv) {
             return 2;
         }
     }
-    if (!model == !synthetic || n_decode < 1 || n_prefill < 0) {
-        fputs(usage, stderr);
+    if (!model == !synthetic) {
+        fprintf(stderr, "krasis bench: give one of -m MODEL and --synthetic CONFIG.json\n%s", usage);
+        return 2;
+    }
+    if (synthetic && depth) {
+        fprintf(stderr, "krasis bench: --depth needs -m MODEL (--synthetic runs no attention, so a cache changes "
+                        "nothing)\n");
         return 2;
     }
     if (!bits_given)
@@ -378,7 +403,7 @@ int kr_cmd_bench(int argc, char **argv) {
     char what[1024];
     double busy0 = busy_seconds(), own0 = own_cpu_seconds(), wall0 = now_s();
     int rc = synthetic ? run_synthetic(synthetic, &qc, n_decode, n_prefill, json, &r, what, sizeof what)
-                       : run_model(model, &qc, n_decode, n_prefill, &r, what, sizeof what);
+                       : run_model(model, &qc, n_decode, n_prefill, depth, &r, what, sizeof what);
     if (rc)
         return rc;
     double busy1 = busy_seconds(), own1 = own_cpu_seconds(), wall1 = now_s();
@@ -399,10 +424,11 @@ int kr_cmd_bench(int argc, char **argv) {
     if (json) {
         printf("{\"gpu\": \"%s\", \"mode\": \"%s\", \"decode_tok_s\": %.4f, \"prefill_tok_s\": %.4f, \"bytes_per_token\": %.0f, "
                "\"achieved_gbs\": %.3f, \"read_bw_gbs\": %.3f, \"roofline_pct\": %.2f, \"threads\": %d, "
-               "\"isa\": \"%s\", \"expert_bits\": %d, \"group_size\": %d, \"decode_steps\": %d, \"prefill_tokens\": %d, \"other_load_pct\": %.1f}\n",
+               "\"isa\": \"%s\", \"expert_bits\": %d, \"group_size\": %d, \"decode_steps\": %d, \"prefill_tokens\": %d, "
+               "\"depth\": %d, \"other_load_pct\": %.1f}\n",
                gpu, synthetic ? "synthetic" : "model", r.decode_tok_s, r.prefill_tok_s, r.bytes_per_token, r.achieved_gbs,
                r.read_bw_gbs, r.roofline_pct, r.threads, isa, qc.routed_bits, qc.group_size, n_decode, n_prefill,
-               r.other_load_pct);
+               depth, r.other_load_pct);
         return 0;
     }
     printf("krasis bench: %s\n", what);
@@ -412,7 +438,8 @@ int kr_cmd_bench(int argc, char **argv) {
     printf("  %-26s %10d\n  %-26s %10s\n", "threads", r.threads, "isa", isa);
     if (qc.gpu.on)
         printf("  %-26s %s (bytes, GB/s and roofline below count the CPU's share only)\n", "gpu", gpu);
-    printf("  %-26s %10.2f   (median of %d steps)\n", "decode tok/s", r.decode_tok_s, n_decode);
+    printf("  %-26s %10.2f   (median of %d steps, over a %d-token cache)\n", "decode tok/s", r.decode_tok_s, n_decode,
+           depth);
     printf("  %-26s %10.2f   (%d tokens, median of 3)\n", "prefill tok/s", r.prefill_tok_s, n_prefill);
     printf("  %-26s %10.1f MB\n", "bytes read per token", r.bytes_per_token / 1e6);
     printf("  %-26s %10.2f GB/s\n", "achieved", r.achieved_gbs);
