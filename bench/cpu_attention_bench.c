@@ -1,8 +1,10 @@
 /* CPU decode attention over a long cache: one decode token of one layer (kr_attend_batch) at the shapes of
  * DeepSeek-V2-Lite (MLA absorbed: 16 heads over one shared [512 latent | 64 rope] row per position) and
  * Qwen3-30B-A3B (GQA: 32 query heads over 4 KV heads of 128), at several context lengths. Prints ms per
- * layer, the cache bytes per second (each cached byte counted once), and that as a share of the machine's
- * read bandwidth, which is the roofline: a decode step must read the whole window once.
+ * layer, the cache bytes per second (each cached byte counted once) and that as a share of the machine's
+ * read bandwidth (a decode step must read the whole window once), and the multiply-add rate: MLA's 16
+ * heads over one row make it compute-bound (2 x 16 x 1088 FLOP per 2304-byte row), GQA's 8 per group
+ * nearly so.
  *   cpu_attention_bench [--threads N] [--ctx 1024,4096,16384] [--repeats R] */
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,7 +59,7 @@ int main(int argc, char **argv) {
     if (kr_read_bandwidth((size_t)1 << 30, 5, &bw) != KR_OK)
         return 1;
     printf("threads %d, read bandwidth %.1f GB/s\n", kr_pool_threads(), bw);
-    printf("%-55s %7s %9s %8s %9s\n", "shape", "ctx", "ms/layer", "GB/s", "roofline");
+    printf("%-55s %7s %9s %8s %9s %8s\n", "shape", "ctx", "ms/layer", "GB/s", "roofline", "GFLOP/s");
     for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
         const shape *sh = &shapes[si];
         char list[256];
@@ -103,7 +105,9 @@ int main(int argc, char **argv) {
             }
             qsort(t, (size_t)repeats, sizeof *t, cmp_double);
             double med = t[repeats / 2], gbs = (double)cache_floats * sizeof(float) / med / 1e9;
-            printf("%-55s %7lld %9.3f %8.1f %8.1f%%\n", sh->name, (long long)ctx, med * 1e3, gbs, 100 * gbs / bw);
+            double gflops = 2.0 * (double)sh->heads * (double)ctx * (double)(sh->qk_dim + sh->v_dim) / med / 1e9;
+            printf("%-55s %7lld %9.3f %8.1f %8.1f%% %8.1f\n", sh->name, (long long)ctx, med * 1e3, gbs, 100 * gbs / bw,
+                   gflops);
             free(cache);
             free(q);
             free(out);

@@ -6,14 +6,16 @@ For each thread count (default 1 and 2) and each round (default 3), alternately:
     llama-bench -m F -p 512 -n 0 -t T -r 1 -o json        (prefill: a 512-token prompt)
     krasis bench -m F --threads T --decode 64 --prefill 512 --json  + --krasis-args (default: the Q4_0
                                                                       file's layout, see KRASIS_ARGS)
-so that machine noise (the VM is shared) hits both engines alike; medians over the rounds.
+so that machine noise (the VM is shared) hits both engines alike; medians over the rounds. With --depth N,
+the decode runs of both go over an N-token cache (llama-bench -d N, krasis bench --depth N).
 Prints a table with decode / prefill tok/s of both, the krasis/llama.cpp ratios, and the roofline numbers:
 bytes read per generated token (from the GGUF's tensor sizes: every non-expert weight once, the routed
 experts x top_k / n_experts, one embedding row), achieved GB/s, and the machine's read bandwidth as krasis
 bench measures it. Writes all raw runs as JSON (--out).
 
 Usage: bench/gguf_vs_llamacpp.py -m FILE.gguf [--krasis PATH] [--llama-bench PATH] [--threads 1,2]
-                                 [--rounds 3] [--decode 64] [--prefill 512] [--no-krasis] [--out runs.json]
+                                 [--rounds 3] [--decode 64] [--prefill 512] [--depth 0] [--no-krasis]
+                                 [--out runs.json]
 The GGUF: tools/make_synthetic_gguf.py (random weights, real DeepSeek-V2-Lite shapes, Q4_0 experts).
 llama-bench: the llama-cpp-python 0.3.36 sdist's llama.cpp built as in tools/make_llamacpp_fixtures.py.
 """
@@ -94,20 +96,22 @@ def gguf_bytes_per_token(path):
     return per_tok, total, arch, E, K
 
 
-def llama_bench(exe, model, threads, p, n):
+def llama_bench(exe, model, threads, p, n, depth=0):
     cmd = [exe, "-m", model, "-p", str(p), "-n", str(n), "-t", str(threads), "-r", "1", "-o", "json"]
+    if depth:
+        cmd += ["-d", str(depth)]
     out, wall, other = timed(cmd)
     j = json.loads(out)
     assert len(j) == 1, j
     j = j[0]
     return {"engine": "llama.cpp", "kind": "decode" if n else "prefill", "threads": threads,
-            "tok_s": float(j["avg_ts"]), "wall_s": round(wall, 1), "other_load_pct": other,
+            "depth": depth, "tok_s": float(j["avg_ts"]), "wall_s": round(wall, 1), "other_load_pct": other,
             "build_commit": j.get("build_commit"), "cpu_info": j.get("cpu_info"), "cmd": " ".join(cmd)}
 
 
-def krasis_bench(exe, model, threads, n_decode, n_prefill, extra):
+def krasis_bench(exe, model, threads, n_decode, n_prefill, extra, depth=0):
     cmd = [exe, "bench", "-m", model, "--threads", str(threads), "--decode", str(n_decode), "--prefill",
-           str(n_prefill), "--json"] + extra
+           str(n_prefill), "--json"] + (["--depth", str(depth)] if depth else []) + extra
     out, wall, other = timed(cmd)
     line = [ln for ln in out.splitlines() if ln.startswith("{")][-1]
     j = json.loads(line)
@@ -128,6 +132,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--decode", type=int, default=64)
     ap.add_argument("--prefill", type=int, default=512)
+    ap.add_argument("--depth", type=int, default=0, help="decode over a cache of this many tokens (both engines)")
     ap.add_argument("--no-krasis", action="store_true", help="llama.cpp half only")
     ap.add_argument("--krasis-args", default=KRASIS_ARGS,
                     help=f"quantization flags for krasis bench (default: '{KRASIS_ARGS}')")
@@ -148,7 +153,7 @@ def main():
         a.rounds = 0
     for rnd in range(a.rounds):
         for t in threads:
-            r = llama_bench(a.llama_bench, a.model, t, 0, a.decode)
+            r = llama_bench(a.llama_bench, a.model, t, 0, a.decode, a.depth)
             runs.append(r)
             print(json.dumps(r), flush=True)
             if not a.no_prefill:
@@ -157,7 +162,7 @@ def main():
                 print(json.dumps(r), flush=True)
             if not a.no_krasis:
                 r = krasis_bench(a.krasis, a.model, t, a.decode, 0 if a.no_prefill else a.prefill,
-                                 a.krasis_args.split())
+                                 a.krasis_args.split(), a.depth)
                 runs.append(r)
                 print(json.dumps(r), flush=True)
     if a.out:

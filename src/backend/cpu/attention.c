@@ -74,6 +74,14 @@ typedef struct {
     const kr_kernels *k;
 } batch_job;
 
+/* rows [r0, r1) of n floats, stride apart, towards L2: a GQA head's slice of a row is 128 floats of a
+ * 2 KB row, a stride the hardware prefetchers do not follow, so the next block is asked for by hand */
+static void prefetch_rows(const float *base, int64_t stride, int64_t r0, int64_t r1, int64_t n) {
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t i = 0; i < n; i += 16) /* one 64-byte line */
+            __builtin_prefetch(base + r * stride + i, 0, 2);
+}
+
 /* Heads h0 .. h0 + nh of position t over keys [s0, s1): the running max m, sum l and unnormalized
  * output o (os floats apart) of the softmax-weighted values. */
 static void attend_block(const batch_job *j, float *sc, int64_t t, int64_t h0, int64_t nh, int64_t s0, int64_t s1,
@@ -89,6 +97,10 @@ static void attend_block(const batch_job *j, float *sc, int64_t t, int64_t h0, i
     }
     for (int64_t c = s0; c < s1; c += KR_ATTN_KEYS) {
         int nk = (int)(c + KR_ATTN_KEYS < s1 ? KR_ATTN_KEYS : s1 - c);
+        int64_t next = c + KR_ATTN_KEYS, next_end = next + KR_ATTN_KEYS < s1 ? next + KR_ATTN_KEYS : s1;
+        prefetch_rows(kb, b->k_stride, next, next_end, b->qk_dim);
+        if (vb != kb) /* MLA's values are the same rows */
+            prefetch_rows(vb, b->v_stride, next, next_end, b->v_dim);
         k->attn_scores(q, b->q_h, (int)nh, kb + c * b->k_stride, b->k_stride, nk, b->qk_dim, b->scale, sc,
                        KR_ATTN_KEYS);
         for (int64_t h = 0; h < nh; h++) {
