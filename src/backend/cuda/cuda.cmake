@@ -24,7 +24,8 @@ target_compile_options(krasis_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler
 set_target_properties(krasis_cuda PROPERTIES POSITION_INDEPENDENT_CODE ON CUDA_RESOLVE_DEVICE_SYMBOLS OFF)
 target_link_libraries(krasis_cuda PUBLIC CUDA::cudart_static CUDA::cublasLt)
 # the GPU forward pass: plain C host code over the library's API (model.c calls it when kr_model.gpu is set)
-target_sources(krasis_core PRIVATE ${PROJECT_SOURCE_DIR}/src/model/gpu_model.c)
+target_sources(krasis_core PRIVATE ${PROJECT_SOURCE_DIR}/src/model/gpu_model.c ${PROJECT_SOURCE_DIR}/src/model/gpu_weights.c
+  ${PROJECT_SOURCE_DIR}/src/model/gpu_kv.c ${PROJECT_SOURCE_DIR}/src/model/gpu_forward.c)
 target_compile_definitions(krasis_cuda PUBLIC KRASIS_HAVE_CUDA=1)
 # the two static libraries need each other (kr_fail lives in krasis_core); CMake repeats them on link lines
 target_link_libraries(krasis_cuda PRIVATE krasis_core)
