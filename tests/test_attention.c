@@ -144,6 +144,30 @@ static void test_block_kernels(const kr_kernels *kk) {
             }
 }
 
+/* exp_sum of one level against double exp: every element within 4 ulp (relative 5e-7), over arguments
+ * from -87 to 0 and lengths around the 8-float vectors */
+static void test_exp_sum(const kr_kernels *kk) {
+    unsigned long long seed = 11;
+    float x[40];
+    double worst = 0, worst_sum = 0;
+    for (int n = 1; n <= 40; n += 3) {
+        float m = 3 * test_frand(&seed);
+        double want_sum = 0;
+        double want[40];
+        for (int i = 0; i < n; i++) {
+            x[i] = m - 87 * test_frand(&seed) * test_frand(&seed); /* many near m, some far below */
+            want[i] = exp((double)(x[i] - m)); /* of the float difference, as the kernels see it */
+            want_sum += want[i];
+        }
+        float sum = kk->exp_sum(x, n, m);
+        for (int i = 0; i < n; i++)
+            worst = fmax(worst, fabs(x[i] - want[i]) / want[i]);
+        worst_sum = fmax(worst_sum, fabs(sum - want_sum) / want_sum);
+    }
+    CHECK(worst < 5e-7 && worst_sum < 1e-6, "%s exp_sum: worst relative error %.3g (sum %.3g)", kk->name, worst,
+          worst_sum);
+}
+
 int main(void) {
     kr_isa best = kr_kernels_get()->isa;
     for (int isa = 0; isa < KR_ISA_COUNT; isa++) {
@@ -151,6 +175,7 @@ int main(void) {
         if (!kk)
             continue;
         test_block_kernels(kk);
+        test_exp_sum(kk);
         kr_kernels_force((kr_isa)isa);
         for (int workers = 1; workers <= 3; workers++) {
             CHECK(kr_pool_init(workers) == KR_OK, "pool of %d: %s", workers, kr_error());

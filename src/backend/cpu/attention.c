@@ -114,12 +114,7 @@ static void attend_block(const batch_job *j, float *sc, int64_t t, int64_t h0, i
                     o[h * os + d] *= f;
             }
             m[h] = mx;
-            float sum = 0;
-            for (int i = 0; i < nk; i++) {
-                row[i] = expf(row[i] - mx);
-                sum += row[i];
-            }
-            l[h] += sum;
+            l[h] += k->exp_sum(row, nk, mx);
         }
         k->attn_values(sc, KR_ATTN_KEYS, (int)nh, vb + c * b->v_stride, b->v_stride, nk, b->v_dim, o, os);
     }

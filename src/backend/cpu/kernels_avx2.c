@@ -400,5 +400,43 @@ static void attn_values(const float *p, int64_t ps, int nh, const float *v, int6
     }
 }
 
+/* exp(x) for x <= 0 (Cephes' single-precision polynomial: x = n ln2 + r, |r| <= ln2 / 2, e^r to degree
+ * 7, times 2^n built in the exponent bits); inputs below -87.3 give ~1e-38, not 0 */
+static inline __m256 exp_nonpos(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+    __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+static float exp_sum(float *x, int n, float m) {
+    __m256 vm = _mm256_set1_ps(m), s = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp_nonpos(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+        _mm256_storeu_ps(x + i, e);
+        s = _mm256_add_ps(s, e);
+    }
+    float sum = hsum8(s);
+    if (i < n) { /* the tail through the same polynomial, so every element agrees with its neighbours */
+        float t[8] = {0};
+        memcpy(t, x + i, (size_t)(n - i) * sizeof *t);
+        __m256 e = exp_nonpos(_mm256_sub_ps(_mm256_loadu_ps(t), vm));
+        _mm256_storeu_ps(t, e);
+        for (int j = 0; j < n - i; j++)
+            sum += (x[i + j] = t[j]);
+    }
+    return sum;
+}
+
 const kr_kernels kr_kernels_avx2 = {KR_ISA_AVX2, "avx2",      quantize_act, rows_dot,   tile_dot,
-                                    read_sum,    dot_f32,     attn_scores,  attn_values};
+                                    read_sum,    dot_f32,     attn_scores,  attn_values, exp_sum};

@@ -183,5 +183,7 @@ static void attn_values(const float *p, int64_t ps, int nh, const float *v, int6
     kr_kernels_avx2.attn_values(p, ps, nh, v, vs, nk, d, o, os);
 }
 
+static float exp_sum(float *x, int n, float m) { return kr_kernels_avx2.exp_sum(x, n, m); }
+
 const kr_kernels kr_kernels_avx512 = {KR_ISA_AVX512, "avx512", quantize_act, rows_dot, tile_dot, read_sum, dot_f32,
-                                      attn_scores,   attn_values};
+                                      attn_scores,   attn_values, exp_sum};

@@ -39,4 +39,4 @@ static uint64_t read_sum(const uint8_t *p, size_t n) {
 }
 
 const kr_kernels kr_kernels_scalar = {KR_ISA_SCALAR, "scalar", kr_quantize_act_ref, rows_dot, tile_dot, read_sum,
-                                     kr_dot_ref, kr_attn_scores_ref, kr_attn_values_ref};
+                                     kr_dot_ref, kr_attn_scores_ref, kr_attn_values_ref, kr_exp_sum_ref};

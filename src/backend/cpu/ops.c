@@ -33,6 +33,13 @@ void kr_attn_scores_ref(const float *q, int64_t qs, int nh, const float *k, int6
             s[h * ss + j] = scale * kr_dot_ref(q + h * qs, k + j * ks, d);
 }
 
+float kr_exp_sum_ref(float *x, int n, float m) {
+    float sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += (x[i] = expf(x[i] - m));
+    return sum;
+}
+
 void kr_attn_values_ref(const float *p, int64_t ps, int nh, const float *v, int64_t vs, int nk, int64_t d, float *o,
                         int64_t os) {
     for (int h = 0; h < nh; h++)

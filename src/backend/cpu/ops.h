@@ -12,6 +12,7 @@ float kr_dot_ref(const float *a, const float *b, int64_t n); /* the scalar level
 /* the scalar level's attention block kernels (isa.h's attn_scores / attn_values) */
 void kr_attn_scores_ref(const float *q, int64_t qs, int nh, const float *k, int64_t ks, int nk, int64_t d, float scale,
                         float *s, int64_t ss);
+float kr_exp_sum_ref(float *x, int n, float m);
 void kr_attn_values_ref(const float *p, int64_t ps, int nh, const float *v, int64_t vs, int nk, int64_t d, float *o,
                         int64_t os);
 
