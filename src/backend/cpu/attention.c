@@ -97,12 +97,16 @@ static void attend_block(const batch_job *j, float *sc, int64_t t, int64_t h0, i
     }
     for (int64_t c = s0; c < s1; c += KR_ATTN_KEYS) {
         int nk = (int)(c + KR_ATTN_KEYS < s1 ? KR_ATTN_KEYS : s1 - c);
-        int64_t next = c + KR_ATTN_KEYS, next_end = next + KR_ATTN_KEYS < s1 ? next + KR_ATTN_KEYS : s1;
-        prefetch_rows(kb, b->k_stride, next, next_end, b->qk_dim);
-        if (vb != kb) /* MLA's values are the same rows */
-            prefetch_rows(vb, b->v_stride, next, next_end, b->v_dim);
-        k->attn_scores(q, b->q_h, (int)nh, kb + c * b->k_stride, b->k_stride, nk, b->qk_dim, b->scale, sc,
-                       KR_ATTN_KEYS);
+        /* the scores in pieces of 16 keys, each asking for 16 rows of the next block: a whole block's
+         * prefetches at once overflow the miss queues and are dropped */
+        for (int j = 0; j < nk; j += 16) {
+            int64_t p0 = c + KR_ATTN_KEYS + j, p1 = p0 + 16 < s1 ? p0 + 16 : s1;
+            prefetch_rows(kb, b->k_stride, p0, p1, b->qk_dim);
+            if (vb != kb) /* MLA's values are the same rows */
+                prefetch_rows(vb, b->v_stride, p0, p1, b->v_dim);
+            k->attn_scores(q, b->q_h, (int)nh, kb + (c + j) * b->k_stride, b->k_stride, nk - j < 16 ? nk - j : 16,
+                           b->qk_dim, b->scale, sc + j, KR_ATTN_KEYS);
+        }
         for (int64_t h = 0; h < nh; h++) {
             float *row = sc + h * KR_ATTN_KEYS, mx = m[h];
             for (int i = 0; i < nk; i++)
