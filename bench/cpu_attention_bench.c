@@ -6,6 +6,7 @@
  * heads over one row make it compute-bound (2 x 16 x 1088 FLOP per 2304-byte row), GQA's 8 per group
  * nearly so.
  *   cpu_attention_bench [--threads N] [--ctx 1024,4096,16384] [--repeats R] */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,12 +18,14 @@
 
 typedef struct {
     const char *name;
-    int64_t heads, kv_heads, qk_dim, v_dim, k_row, v_row, v_offset; /* floats per cached position */
+    int64_t heads, kv_heads, qk_dim, v_dim;
 } shape;
 
+/* MLA (kv_heads 1): one [576] row per position, the values its first 512 floats. GQA: separate key and
+ * value caches, head-major as krasis keeps them (model.h). */
 static const shape shapes[] = {
-    {"DeepSeek-V2-Lite MLA (16 heads, shared 576-float row)", 16, 1, 576, 512, 576, 576, 0},
-    {"Qwen3-30B-A3B GQA (32 q / 4 kv heads of 128)", 32, 4, 128, 128, 512, 512, 0},
+    {"DeepSeek-V2-Lite MLA (16 heads, shared 576-float row)", 16, 1, 576, 512},
+    {"Qwen3-30B-A3B GQA (32 q / 4 kv heads of 128)", 32, 4, 128, 128},
 };
 
 static double now_s(void) {
@@ -70,7 +73,9 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "cpu_attention_bench: --ctx value %s out of range\n", tok);
                 return 2;
             }
-            size_t cache_floats = (size_t)ctx * (size_t)sh->k_row;
+            bool mla = sh->kv_heads == 1;
+            /* keys, then (GQA) values: each cached float is read once per step */
+            size_t cache_floats = (size_t)ctx * (size_t)(sh->kv_heads * sh->qk_dim) * (mla ? 1 : 2);
             float *cache = malloc(cache_floats * sizeof *cache);
             float *q = malloc((size_t)(sh->heads * sh->qk_dim) * sizeof *q);
             float *out = malloc((size_t)(sh->heads * sh->v_dim) * sizeof *out);
@@ -84,13 +89,12 @@ int main(int argc, char **argv) {
             for (int64_t i = 0; i < sh->heads * sh->qk_dim; i++)
                 q[i] = (float)rand() / RAND_MAX - 0.5f;
             kr_attention_batch b = {.q = q, .q_t = sh->heads * sh->qk_dim, .q_h = sh->qk_dim, .qk_dim = sh->qk_dim,
-                                    .k = cache, .v = cache + sh->v_offset, .k_stride = sh->k_row,
-                                    .v_stride = sh->v_row, .k_head = sh->qk_dim, .v_head = sh->v_dim,
-                                    .v_dim = sh->v_dim, .T = 1, .H = sh->heads, .group = sh->heads / sh->kv_heads,
-                                    .pos0 = ctx - 1, .scale = 0.05f, .out = out, .o_t = sh->heads * sh->v_dim,
-                                    .o_h = sh->v_dim};
-            if (sh->kv_heads == 1) /* MLA: one shared row, the values its latent part */
-                b.k_head = b.v_head = 0;
+                                    .k = cache, .v = mla ? cache : cache + cache_floats / 2,
+                                    .k_stride = sh->qk_dim, .v_stride = sh->qk_dim,
+                                    .k_head = mla ? 0 : ctx * sh->qk_dim, .v_head = mla ? 0 : ctx * sh->v_dim,
+                                    .v_dim = sh->v_dim, .T = 1, .H = sh->heads,
+                                    .group = mla ? 1 : sh->heads / sh->kv_heads, .pos0 = ctx - 1, .scale = 0.05f,
+                                    .out = out, .o_t = sh->heads * sh->v_dim, .o_h = sh->v_dim};
             float *scores = malloc((size_t)kr_attention_scratch(&b) * sizeof *scores);
             if (!scores) {
                 fprintf(stderr, "cpu_attention_bench: out of memory at ctx %lld\n", (long long)ctx);

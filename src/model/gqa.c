@@ -56,28 +56,34 @@ kr_status kr_gqa_attention(kr_model *m, int l, const float *x, int64_t T, kr_kv_
     const kr_hparams *hp = &m->hp;
     const kr_layer *L = &m->layers[l];
     int64_t hd = hp->head_dim, Hq = hp->n_heads, Hkv = hp->n_kv_heads, group = Hq / Hkv, W = Hkv * hd;
-    int64_t pos0 = kv->len;
+    int64_t pos0 = kv->len, cap = kv->layer_cap[l];
     float *q = kr_model_scratch(m, KR_SLOT_ATTN, T * Hq * hd);
     float *o = kr_model_scratch(m, KR_SLOT_ATTN + 1, T * Hq * hd);
+    float *kn = kr_model_scratch(m, KR_SLOT_ATTN + 3, T * W), *vn = kr_model_scratch(m, KR_SLOT_ATTN + 4, T * W);
+    /* the cache is head-major: kv head g's rows start at g * cap * hd */
     kr_attention_batch b = {.q = q, .q_t = Hq * hd, .q_h = hd, .qk_dim = hd, .k = kv->k[l], .v = kv->v[l],
-                            .k_stride = W, .v_stride = W, .k_head = hd, .v_head = hd, .v_dim = hd, .T = T, .H = Hq,
-                            .group = group, .pos0 = pos0, .scale = (float)hp->attn_scale, .out = o, .o_t = Hq * hd,
-                            .o_h = hd};
+                            .k_stride = hd, .v_stride = hd, .k_head = cap * hd, .v_head = cap * hd, .v_dim = hd,
+                            .T = T, .H = Hq, .group = group, .pos0 = pos0, .scale = (float)hp->attn_scale, .out = o,
+                            .o_t = Hq * hd, .o_h = hd};
     float *scores = kr_model_scratch(m, KR_SLOT_ATTN + 2, kr_attention_scratch(&b));
-    float *kcache = kv->k[l] + pos0 * W, *vcache = kv->v[l] + pos0 * W;
     kr_status s = KR_OK;
-    if (!q || !o || !scores) {
+    if (!q || !o || !kn || !vn || !scores) {
         s = kr_fail(KR_ERR_NOMEM, "out of memory in attention");
         goto done;
     }
-    /* new keys and values go straight into the cache rows for positions pos0 .. pos0 + T - 1 */
-    if ((s = kr_matmul(&L->wq, x, T, q)) != KR_OK || (s = kr_matmul(&L->wk, x, T, kcache)) != KR_OK ||
-        (s = kr_matmul(&L->wv, x, T, vcache)) != KR_OK)
+    /* new keys and values [T, Hkv, hd], then each head's rows into its part of the cache at pos0 .. */
+    if ((s = kr_matmul(&L->wq, x, T, q)) != KR_OK || (s = kr_matmul(&L->wk, x, T, kn)) != KR_OK ||
+        (s = kr_matmul(&L->wv, x, T, vn)) != KR_OK)
         goto done;
     prepare_heads(m, q, L->bq, L->q_norm, T, Hq, pos0);
-    prepare_heads(m, kcache, L->bk, L->k_norm, T, Hkv, pos0);
+    prepare_heads(m, kn, L->bk, L->k_norm, T, Hkv, pos0);
     if (L->bv)
-        kr_add_rows(vcache, L->bv, T, W);
+        kr_add_rows(vn, L->bv, T, W);
+    for (int64_t g = 0; g < Hkv; g++)
+        for (int64_t t = 0; t < T; t++) {
+            memcpy(kv->k[l] + (g * cap + pos0 + t) * hd, kn + t * W + g * hd, (size_t)hd * sizeof(float));
+            memcpy(kv->v[l] + (g * cap + pos0 + t) * hd, vn + t * W + g * hd, (size_t)hd * sizeof(float));
+        }
     kr_attend_batch(&b, scores);
     if ((s = kr_matmul(&L->wo, o, T, out)) != KR_OK)
         goto done;

@@ -301,9 +301,11 @@ kr_status kr_kv_cache_create(const kr_model *m, kr_kv_cache **out) {
         return kr_fail(KR_ERR_NOMEM, "out of memory");
     kv->n_layers = (int)m->hp.n_layers;
     kv_widths(&m->hp, &kv->k_width, &kv->v_width);
+    kv->heads = m->hp.family == KR_FAMILY_DEEPSEEK2 ? 1 : m->hp.n_kv_heads;
     kv->k = calloc((size_t)kv->n_layers, sizeof *kv->k);
     kv->v = calloc((size_t)kv->n_layers, sizeof *kv->v);
-    if (!kv->k || !kv->v) {
+    kv->layer_cap = calloc((size_t)kv->n_layers, sizeof *kv->layer_cap);
+    if (!kv->k || !kv->v || !kv->layer_cap) {
         kr_kv_cache_free(kv);
         return kr_fail(KR_ERR_NOMEM, "out of memory");
     }
@@ -333,16 +335,28 @@ kr_status kr_kv_cache_reserve(kr_kv_cache *kv, int64_t need) {
     while (cap < need)
         cap *= 2;
     for (int l = 0; l < kv->n_layers; l++) {
-        float *k = realloc(kv->k[l], (size_t)(cap * kv->k_width) * sizeof(float));
-        if (!k)
+        int64_t old = kv->layer_cap[l];
+        if (old >= cap) /* grown by an earlier call that failed at a later layer */
+            continue;
+        float *k = malloc((size_t)(cap * kv->k_width) * sizeof(float));
+        float *v = kv->v_width ? malloc((size_t)(cap * kv->v_width) * sizeof(float)) : NULL;
+        if (!k || (kv->v_width && !v)) {
+            free(k);
+            free(v);
             return kr_fail(KR_ERR_NOMEM, "out of memory growing the KV cache to %lld tokens", (long long)cap);
-        kv->k[l] = k;
-        if (kv->v_width) {
-            float *v = realloc(kv->v[l], (size_t)(cap * kv->v_width) * sizeof(float));
-            if (!v)
-                return kr_fail(KR_ERR_NOMEM, "out of memory growing the KV cache to %lld tokens", (long long)cap);
-            kv->v[l] = v;
         }
+        /* each head's first len rows to its place at the new capacity */
+        for (int64_t h = 0; h < kv->heads && kv->len; h++) {
+            int64_t kd = kv->k_width / kv->heads, vd = kv->v_width / kv->heads;
+            memcpy(k + h * cap * kd, kv->k[l] + h * old * kd, (size_t)(kv->len * kd) * sizeof(float));
+            if (v)
+                memcpy(v + h * cap * vd, kv->v[l] + h * old * vd, (size_t)(kv->len * vd) * sizeof(float));
+        }
+        free(kv->k[l]);
+        free(kv->v[l]);
+        kv->k[l] = k;
+        kv->v[l] = v;
+        kv->layer_cap[l] = cap;
     }
     kv->cap = cap;
     return KR_OK;
@@ -364,6 +378,7 @@ void kr_kv_cache_free(kr_kv_cache *kv) {
     }
     free(kv->k);
     free(kv->v);
+    free(kv->layer_cap);
     free(kv);
 }
 

@@ -118,12 +118,15 @@ typedef struct kr_model {
     struct kr_gpu_model *gpu;      /* set by kr_model_quantize with qc->gpu.on: the forward runs on the GPU */
 } kr_model;
 
-/* KV cache of one sequence. GQA rows: k and v of all kv heads. MLA rows: [normalized latent (C) |
+/* KV cache of one sequence. GQA: k and v of all kv heads, head-major per layer ([heads][layer_cap[l]][hd]:
+ * each head's rows contiguous, so attention streams them). MLA (one "head"): rows [normalized latent (C) |
  * roped k_pe (Dr)] in k; v is unused because values are the latent part of the same rows. */
 typedef struct kr_kv_cache {
-    int64_t len, cap;
+    int64_t len, cap; /* cap: the smallest layer_cap */
     int n_layers;
-    int64_t k_width, v_width;
+    int64_t k_width, v_width, heads;
+    int64_t *layer_cap; /* each layer's capacity: growth that runs out of memory part way leaves earlier
+                         * layers larger, each consistent with its own capacity */
     float **k, **v;
     struct kr_gpu_kv *gpu;         /* a GPU model's cache lives in VRAM (then k and v are unused) */
 } kr_kv_cache;
