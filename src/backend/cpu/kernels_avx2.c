@@ -295,6 +295,11 @@ static inline __m256 hsum8x8(const __m256 *v) {
 /* Attention tiles: TH heads x TK keys of scores (12 independent FMA chains at 4 x 3, each chunk of a key
  * row loaded once for all heads), TH heads x TC 8-float chunks of values (a key's value chunk loaded once
  * for all heads, the outputs kept in registers over the whole block). Constant tile sizes after inlining. */
+/* every tile shape, 1..4 heads x 1..3 keys (or value chunks), as switch cases of constant-size calls */
+#define KR_ATTN_TILES(CASE)                                                                                            \
+    CASE(1, 1) CASE(1, 2) CASE(1, 3) CASE(2, 1) CASE(2, 2) CASE(2, 3) CASE(3, 1) CASE(3, 2) CASE(3, 3) CASE(4, 1)     \
+        CASE(4, 2) CASE(4, 3)
+
 static inline __attribute__((always_inline)) void scores_tile(const float *q, int64_t qs, const int TH,
                                                               const float *k, int64_t ks, const int TK, int64_t d,
                                                               float scale, float *s, int64_t ss) {
@@ -343,12 +348,7 @@ static void attn_scores(const float *q, int64_t qs, int nh, const float *k, int6
             float *sh = s + h * ss + j;
 #define KR_SCORES_CASE(TH, TK)                                                                                         \
     case TH * 4 + TK: scores_tile(qh, qs, TH, kj, ks, TK, d, scale, sh, ss); break;
-            switch (th * 4 + tk) {
-                KR_SCORES_CASE(1, 1) KR_SCORES_CASE(1, 2) KR_SCORES_CASE(1, 3)
-                KR_SCORES_CASE(2, 1) KR_SCORES_CASE(2, 2) KR_SCORES_CASE(2, 3)
-                KR_SCORES_CASE(3, 1) KR_SCORES_CASE(3, 2) KR_SCORES_CASE(3, 3)
-                KR_SCORES_CASE(4, 1) KR_SCORES_CASE(4, 2) KR_SCORES_CASE(4, 3)
-            }
+            switch (th * 4 + tk) { KR_ATTN_TILES(KR_SCORES_CASE) }
 #undef KR_SCORES_CASE
         }
 }
@@ -385,12 +385,7 @@ static void attn_values(const float *p, int64_t ps, int nh, const float *v, int6
             int tc = (int)((d8 - i) / 8 < 3 ? (d8 - i) / 8 : 3);
 #define KR_VALUES_CASE(TH, TC)                                                                                         \
     case TH * 4 + TC: values_tile(ph, ps, TH, v + i, vs, nk, TC, oh + i, os); break;
-            switch (th * 4 + tc) {
-                KR_VALUES_CASE(1, 1) KR_VALUES_CASE(1, 2) KR_VALUES_CASE(1, 3)
-                KR_VALUES_CASE(2, 1) KR_VALUES_CASE(2, 2) KR_VALUES_CASE(2, 3)
-                KR_VALUES_CASE(3, 1) KR_VALUES_CASE(3, 2) KR_VALUES_CASE(3, 3)
-                KR_VALUES_CASE(4, 1) KR_VALUES_CASE(4, 2) KR_VALUES_CASE(4, 3)
-            }
+            switch (th * 4 + tc) { KR_ATTN_TILES(KR_VALUES_CASE) }
 #undef KR_VALUES_CASE
         }
         for (int hh = 0; hh < th; hh++) /* columns past the last full chunk */
