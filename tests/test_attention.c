@@ -24,6 +24,7 @@ static const attn_case cases[] = {
     {"MLA prefill after a prefix", 16, 1, 576, 512, 5, 300, 1},
     {"MLA ragged (6 heads, 13 wide)", 6, 1, 13, 9, 3, 700, 1},
     {"GQA decode (32 / 4 of 128)", 32, 4, 128, 128, 1, 2100, 0},
+    {"GQA decode, 2 kv heads: split with 3 workers", 16, 2, 64, 64, 1, 1500, 0},
     {"GQA prefill from empty", 8, 2, 64, 64, 9, 0, 0},
     {"GQA ragged (10 / 2, 20 wide)", 10, 2, 20, 20, 2, 600, 0},
     {"multi-head decode", 4, 4, 32, 32, 1, 1000, 0},

@@ -54,8 +54,17 @@ int main(int argc, char **argv) {
     if (j) {
         CHECK(json_number_value(json_object_get(j, "decode_tok_s")) > 0, "decode_tok_s not positive: %s", out);
         CHECK(json_integer_value(json_object_get(j, "depth")) == 40, "depth is not the 40 asked for: %s", out);
+        /* the decode steps really ran over the 40-token cache: 40 + 3 tokens in it at the end */
+        CHECK(json_integer_value(json_object_get(j, "context")) == 43, "context is not 40 + 3: %s", out);
         CHECK(json_integer_value(json_object_get(j, "threads")) == 1, "threads is not 1: %s", out);
     }
+    json_decref(j);
+    /* without --depth the decode steps start from an empty cache, whatever --prefill ran before them */
+    snprintf(args, sizeof args, "%s --threads 1 --prefill 8 --decode 3 --json", demo);
+    rc = bench(argv[1], args, out, sizeof out);
+    j = rc == 0 ? json_loads(out, 0, NULL) : NULL;
+    CHECK(j && json_integer_value(json_object_get(j, "context")) == 3, "bench without --depth: context is not 3 "
+          "(exit %d): %s", rc, out);
     json_decref(j);
     return test_summary("test_bench_cli");
 }

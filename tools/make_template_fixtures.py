@@ -414,7 +414,8 @@ FEATURES = [
      "{{ 7 | round }} {{ '%s-%d' | format('a', 3) }} {{ '%s' % 'pct' }}", {}),
     # int() of a float string goes through float: nan and inf give the default (fuzzer-found: no UB cast)
     ("filters_numbers_float_strings", "{{ 'nan' | int }} {{ 'inf' | int(3) }} {{ '-inf' | int }} {{ '1e5' | int }} "
-     "{{ '-2.5e1' | int }} {{ ' 7.9 ' | int }}", {}),
+     "{{ '-2.5e1' | int }} {{ ' 7.9 ' | int }} {{ '0x10' | int(7) }} {{ '0x1p3' | int(7) }} {{ '0x10' | float(7.5) }}",
+     {}),
     ("filters_tojson", "{{ v | tojson }}\n{{ v | tojson(indent=2) }}\n{{ v | tojson(separators=(',', ':')) }}\n"
      "{{ v | tojson(sort_keys=true) }}\n{{ v | tojson(ensure_ascii=true) }}\n{{ 'x<y>&\\'' | tojson }}\n{{ [] | tojson(indent=2) }}"
      "{{ {} | tojson(indent=4) }}{{ none | tojson }}",

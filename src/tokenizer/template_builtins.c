@@ -1287,7 +1287,7 @@ static kr_status to_number(tpl_render *r, int line, tpl_value v, bool want_float
         double f = strtod(s, &e);
         while (*e == ' ' || *e == '\t' || *e == '\n')
             e++;
-        if (e == s || *e) {
+        if (e == s || *e || strpbrk(s, "xX")) { /* strtod reads hex ("0x10"); Python's int() and float() do not */
             *out = def;
             return KR_OK;
         }

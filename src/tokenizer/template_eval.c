@@ -936,16 +936,19 @@ kr_status kr_template_render(const kr_template *t, const json_t *context, char *
     tpl_render r = {.t = t};
     jmp_buf oom;
     r.arena.on_oom = &oom;
-    r.arena.limit = TPL_RENDER_LIMIT;
     if (setjmp(oom)) {
         bool over_limit = r.arena.over_limit;
+        size_t limit = r.arena.limit;
         tpl_arena_free(&r.arena);
         if (over_limit)
             return kr_fail(KR_ERR_NOMEM, "%s: rendering needs more than %zu MiB (a runaway loop or repetition?)",
-                           t->name, TPL_RENDER_LIMIT >> 20);
+                           t->name, limit >> 20);
         return kr_fail(KR_ERR_NOMEM, "%s: out of memory while rendering", t->name);
     }
     tpl_value ctx = tpl_from_json(&r.arena, context);
+    /* the limit grows with the conversation: the arena keeps every intermediate string of a render */
+    r.arena.limit = TPL_RENDER_FACTOR * r.arena.bytes > TPL_RENDER_LIMIT ? TPL_RENDER_FACTOR * r.arena.bytes
+                                                                          : TPL_RENDER_LIMIT;
     r.context = ctx.d;
     tpl_scope *root = scope_new(&r, NULL);
     tpl_buf b;

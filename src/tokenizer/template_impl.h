@@ -30,9 +30,12 @@ typedef struct {
     bool over_limit;      /* why it unwound: the limit, not malloc */
 } tpl_arena;
 
-/* A rendered prompt is megabytes at most: past this a template is in a runaway loop or repetition
- * ('ab' * 10**11), and it fails with a message instead of taking the machine's memory. */
+/* A render's memory is capped at the larger of TPL_RENDER_LIMIT and TPL_RENDER_FACTOR times its converted
+ * context (everything a render allocates stays in the arena until it ends, and the shipped templates peak
+ * at ~15x their messages' size): past that a template is in a runaway loop or repetition ('ab' * 10**11),
+ * and it fails with a message instead of taking the machine's memory. */
 #define TPL_RENDER_LIMIT ((size_t)256 << 20)
+#define TPL_RENDER_FACTOR 64
 
 void *tpl_alloc(tpl_arena *a, size_t n); /* zeroed, 16-byte aligned */
 char *tpl_strndup(tpl_arena *a, const char *s, size_t n);

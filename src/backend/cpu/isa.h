@@ -40,7 +40,7 @@ typedef struct {
     void (*attn_values)(const float *p, int64_t ps, int nh, const float *v, int64_t vs, int nk, int64_t d, float *o,
                         int64_t os);
     /* x[i] = exp(x[i] - m) for i < n (x[i] <= m), returning their sum: the softmax step of attention. The
-     * SIMD levels use a polynomial within 2 ulp of expf (results below e^-87 are not flushed to 0). */
+     * SIMD levels use a polynomial within 4 ulp of expf (results below e^-87 are not flushed to 0). */
     float (*exp_sum)(float *x, int n, float m);
 } kr_kernels;
 

@@ -398,7 +398,7 @@ static void attn_values(const float *p, int64_t ps, int nh, const float *v, int6
 /* exp(x) for x <= 0 (Cephes' single-precision polynomial: x = n ln2 + r, |r| <= ln2 / 2, e^r to degree
  * 7, times 2^n built in the exponent bits); inputs below -87.3 give ~1e-38, not 0 */
 static inline __m256 exp_nonpos(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+    x = _mm256_max_ps(_mm256_set1_ps(-87.3f), x); /* this operand order lets a NaN through, as expf does */
     __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
     x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
     x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
