@@ -11,6 +11,8 @@ set(KR_WRAP_ALLOC -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc -Wl,--w
 target_link_options(test_kernels_alloc PRIVATE ${KR_WRAP_ALLOC})
 krasis_test(test_forward_alloc)
 target_link_options(test_forward_alloc PRIVATE ${KR_WRAP_ALLOC})
+krasis_test(test_kv_grow) # fails one allocation of a KV-cache growth on purpose
+target_link_options(test_kv_grow PRIVATE ${KR_WRAP_ALLOC})
 krasis_test(test_expert_cache)
 krasis_test(test_quant_model)
 target_link_options(test_quant_model PRIVATE -Wl,--wrap=kr_route) # its routing trace

@@ -1,8 +1,13 @@
 /* The CPU KV cache growing while it holds tokens: a prompt run in three forwards (40, 50 and 60 tokens:
  * the cache grows from 64 to 128 with 40 held, then to 256 with 90) gives the logits of the same prompt
  * run in one forward (reserved once, nothing moved), at every position. GQA caches are head-major, so
- * growth moves each head's rows to its new place; MLA's single rows move as a block. Float path. */
+ * growth moves each head's rows to its new place; MLA's single rows move as a block. Float path.
+ * And a growth that runs out of memory part way (an allocation failed on purpose: layer 1's keys) fails
+ * with a message and leaves a cache that still gives those logits when the prompt goes on. */
 #include <stdlib.h>
+#include <string.h>
+
+#include "alloc_counter.h"
 
 #include "model/model.h"
 #include "model_run.h"
@@ -11,7 +16,7 @@
 
 enum { NP = 150 };
 
-static void check_model(const char *rel) {
+static void check_model(const char *rel, bool fail_growth) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", KRASIS_SOURCE_DIR, rel);
     kr_quant_config qc = {.group_size = 128, .threads = 2};
@@ -30,8 +35,19 @@ static void check_model(const char *rel) {
     if (s == KR_OK)
         s = kr_kv_cache_create(m, &b);
     static const int piece[] = {40, 50, 60};
-    for (int i = 0, at = 0; s == KR_OK && i < 3; at += piece[i], i++)
+    for (int i = 0, at = 0; s == KR_OK && i < 3; at += piece[i], i++) {
+        if (i == 1 && fail_growth) { /* 40 tokens held: growing to 128 fails at layer 1, layer 0 has grown */
+            atomic_store(&alloc_fail_at, atomic_load(&n_alloc) + (b->v_width ? 2 : 1) + 1);
+            kr_status g = kr_kv_cache_reserve(b, 100);
+            atomic_store(&alloc_fail_at, -1);
+            CHECK(g == KR_ERR_NOMEM && strstr(kr_error(), "out of memory growing the KV cache"), "%s: a failed "
+                  "growth: status %d, '%s'", rel, g, kr_error());
+            CHECK(b->cap == 64 && b->layer_cap[0] == 128 && b->layer_cap[1] == 64, "%s: after a failed growth: cap "
+                  "%lld, layers 0/1 at %lld/%lld (want 64, 128/64)", rel, (long long)b->cap,
+                  (long long)b->layer_cap[0], (long long)b->layer_cap[1]);
+        }
         s = kr_forward(m, b, ids + at, piece[i], true, parts + (int64_t)at * V);
+    }
     CHECK(s == KR_OK, "%s: %s", rel, kr_error());
     CHECK(s != KR_OK || b->cap == 256, "%s: cache capacity %lld after 150 tokens (want 256: two growths)", rel,
           (long long)b->cap);
@@ -43,7 +59,8 @@ static void check_model(const char *rel) {
     }
     CHECK(s != KR_OK || worst <= 1e-5, "%s: prompt in 3 forwards vs 1: largest difference %.3g of the row's largest "
           "logit", rel, worst);
-    printf("%s: 3 forwards vs 1, largest relative difference %.3g\n", rel, worst);
+    printf("%s: 3 forwards vs 1%s, largest relative difference %.3g\n", rel,
+           fail_growth ? " (after a failed growth)" : "", worst);
     kr_kv_cache_free(a);
     kr_kv_cache_free(b);
     free(one);
@@ -52,8 +69,10 @@ static void check_model(const char *rel) {
 }
 
 int main(void) {
-    check_model("tests/fixtures/qwen3_moe");
-    check_model("tests/fixtures/glm4_moe_qknorm");
-    check_model("tests/fixtures/dsv2_lite");
+    check_model("tests/fixtures/qwen3_moe", false);
+    check_model("tests/fixtures/glm4_moe_qknorm", false);
+    check_model("tests/fixtures/dsv2_lite", false);
+    check_model("tests/fixtures/qwen3_moe", true);
+    check_model("tests/fixtures/dsv2_lite", true);
     return test_summary("test_kv_grow");
 }

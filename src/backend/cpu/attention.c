@@ -139,7 +139,9 @@ static void batch_region(void *ctx, int w, int n) {
     const attn_plan *p = &j->p;
     int64_t total = p->base * p->splits;
     float *sc = j->scores + (size_t)w * (size_t)(p->hb * KR_ATTN_KEYS);
-    for (int64_t i = total * w / n; i < total * (w + 1) / n; i++) {
+    /* items dealt round-robin: in a prompt the windows grow with the position, and contiguous ranges
+     * would give the last worker the longest ones */
+    for (int64_t i = w; i < total; i += n) {
         int64_t t, h0, nh, piece = i % p->splits;
         item_heads(b, p, i / p->splits, &t, &h0, &nh);
         int64_t win = b->pos0 + t + 1, s0 = win * piece / p->splits, s1 = win * (piece + 1) / p->splits;
