@@ -11,6 +11,7 @@
     "  --shared-bits, --attention-bits, --dense-bits, --lm-head-bits 4|8  quantize those too\n"             \
     "  --quant-config FILE.json  the same as a file\n"                                                       \
     "  --cache-dir DIR      expert cache location (default ~/.cache/krasis/<model>)  --threads N\n" \
+    "  --prefill-chunk N    prompt tokens per pass through the layers (CPU 1024, GPU 4096)\n" \
     "  --gpu                run every non-expert op on the GPU (CUDA builds)  --kv-dtype bf16|fp8 (bf16)\n" \
     "  --expert-mode auto|cpu|persistent|grouped:N|chunked  routed experts in VRAM for prefill (auto: the\n" \
     "                       fastest that fits; persistent: decode on the GPU too) or on the CPU\n" \

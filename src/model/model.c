@@ -735,6 +735,7 @@ kr_status kr_model_quantize(kr_model *m, const kr_quant_config *qc) {
     if (m->gpu)
         return kr_fail(KR_ERR_ARG, "the model already runs on the GPU: kr_model_quantize is called once");
     KR_TRY(quantize_components(m, qc));
+    m->prefill_chunk = qc->gpu.prefill_chunk;
     if (!qc->gpu.on)
         return KR_OK;
 #ifdef KRASIS_HAVE_CUDA
@@ -925,19 +926,10 @@ static kr_status moe_forward(kr_model *m, const kr_layer *L, const float *x, int
 
 /* ---------------------------------------------------------------- the stack */
 
-kr_status kr_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64_t n, bool all_positions, float *logits) {
+/* one pass of n tokens through the layers on the CPU */
+static kr_status forward_cpu(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64_t n, bool all_positions,
+                             float *logits) {
     const kr_hparams *hp = &m->hp;
-    if (n <= 0)
-        return kr_fail(KR_ERR_ARG, "forward: no tokens given");
-    for (int64_t t = 0; t < n; t++)
-        if (ids[t] < 0 || ids[t] >= hp->vocab)
-            return kr_fail(KR_ERR_ARG, "token id %d at position %lld is outside the vocabulary [0, %lld)", ids[t],
-                           (long long)t, (long long)hp->vocab);
-#ifdef KRASIS_HAVE_CUDA
-    if (m->gpu)
-        return kr_gpu_forward(m, kv, ids, n, all_positions, logits);
-#endif
-    KR_TRY(kr_kv_cache_reserve(kv, kv->len + n));
     int64_t D = hp->hidden;
     float *x = kr_model_scratch(m, KR_SLOT_X, n * D), *xn = kr_model_scratch(m, KR_SLOT_XN, n * D),
           *tmp = kr_model_scratch(m, KR_SLOT_TMP, n * D);
@@ -978,4 +970,31 @@ kr_status kr_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64_t n
         s = kr_matmul(&m->lm_head, xn, rows, logits);
 done:
     return s;
+}
+
+kr_status kr_forward(kr_model *m, kr_kv_cache *kv, const int32_t *ids, int64_t n, bool all_positions, float *logits) {
+    const kr_hparams *hp = &m->hp;
+    if (n <= 0)
+        return kr_fail(KR_ERR_ARG, "forward: no tokens given");
+    for (int64_t t = 0; t < n; t++)
+        if (ids[t] < 0 || ids[t] >= hp->vocab)
+            return kr_fail(KR_ERR_ARG, "token id %d at position %lld is outside the vocabulary [0, %lld)", ids[t],
+                           (long long)t, (long long)hp->vocab);
+#ifdef KRASIS_HAVE_CUDA
+    if (m->gpu)
+        return kr_gpu_forward(m, kv, ids, n, all_positions, logits);
+#endif
+    /* the whole prompt's cache at once, then the prompt in chunks (a chunk's last row of logits is
+     * overwritten by the next one's unless all positions are asked for) */
+    KR_TRY(kr_kv_cache_reserve(kv, kv->len + n));
+    int64_t chunk = m->prefill_chunk > 0 ? m->prefill_chunk : KR_CPU_PREFILL_CHUNK, len0 = kv->len;
+    for (int64_t at = 0; at < n; at += chunk) {
+        int64_t c = n - at < chunk ? n - at : chunk;
+        kr_status s = forward_cpu(m, kv, ids + at, c, all_positions, all_positions ? logits + at * hp->vocab : logits);
+        if (s != KR_OK) {
+            kv->len = len0; /* as if nothing ran: the cache holds no part of this call */
+            return s;
+        }
+    }
+    return KR_OK;
 }

@@ -79,7 +79,8 @@ typedef struct {
     int64_t vram_cap;       /* bytes the GPU path may use; 0: all free memory */
     int64_t experts_min_tokens; /* smallest chunk whose experts run in VRAM when not all are resident
                                    (0: 64); decode is a chunk of 1 */
-    int64_t prefill_chunk;  /* prompt tokens per pass through the layers (0: 4096): bounds the activations */
+    int64_t prefill_chunk;  /* prompt tokens per pass through the layers (0: 4096 on the GPU,
+                             * KR_CPU_PREFILL_CHUNK on the CPU): bounds the activations */
     /* pipeline parallelism (--pp N, --gpus 0,1,2): the layers split into n_stages contiguous stages, stage
      * s on CUDA device devices[s] (n_devices 0: devices 0 .. n_stages - 1; a device may repeat, which is
      * how one GPU tests it); n_stages 0: one stage per listed device, or 1. vram_cap applies to each. */
@@ -116,7 +117,13 @@ typedef struct kr_model {
     kr_scratch scratch;            /* the forward pass's working buffers (KR_SLOT_*), reused step to step */
     struct kr_gguf_set *gguf;      /* set when opened from a GGUF file (then st is unused) */
     struct kr_gpu_model *gpu;      /* set by kr_model_quantize with qc->gpu.on: the forward runs on the GPU */
+    int64_t prefill_chunk;         /* CPU: prompt tokens per pass through the layers (--prefill-chunk; 0: default) */
 } kr_model;
+
+/* A long prompt on the CPU runs through the layers this many tokens at a time: the activations (MLA's
+ * absorbed queries alone are T x 128 heads x 576 floats on DeepSeek-V3) stay bounded, while the expert
+ * weights, read once per pass, cost ~1 % of a compute-bound CPU prefill at this size. */
+#define KR_CPU_PREFILL_CHUNK 1024
 
 /* KV cache of one sequence. GQA: k and v of all kv heads, head-major per layer ([heads][layer_cap[l]][hd]:
  * each head's rows contiguous, so attention streams them). MLA (one "head"): rows [normalized latent (C) |
