@@ -1,7 +1,8 @@
 /* End to end on the demo model (models/tiny-moe): greedy generation gives exactly the tokens that
  * transformers' generate produced (models/tiny-moe/reference.json, from tools/train/reference.py); the
  * streamed text equals the decoded tokens; a repeated prompt reuses the KV cache and gives the same
- * answer; `krasis perplexity` matches PyTorch's value within 0.5%. argv[1] is the krasis binary. */
+ * answer; a prefill cancelled between its chunks keeps what it ran for the next call; `krasis perplexity`
+ * matches PyTorch's value within 0.5%. argv[1] is the krasis binary. */
 #include <math.h>
 #include <stdio.h>
 #include <sys/wait.h>
@@ -52,6 +53,49 @@ static void check_greedy(kr_session *s, const kr_tokenizer *tok, json_t *g) {
         free(text);
     }
     free(ids);
+}
+
+static int alive_asks;
+static bool alive_twice(void *user) {
+    (void)user;
+    return ++alive_asks < 3;
+}
+
+/* a 40-token prompt in chunks of 8 whose client goes away at the third ask (before the fourth chunk): no
+ * tokens, finish "cancelled", 24 tokens cached; the same request again reuses them and answers exactly as
+ * a fresh session does */
+static void check_cancelled_prefill(kr_model *m, const kr_tokenizer *tok) {
+    enum { N = 40, OUT = 8 };
+    int32_t ids[N];
+    for (int i = 0; i < N; i++)
+        ids[i] = (int32_t)((i * 31 + 7) % m->hp.vocab);
+    m->prefill_chunk = 8;
+    kr_session *fresh = NULL, *s = NULL;
+    kr_gen_params p = {.sampling = {.temperature = 0, .top_p = 1, .repetition_penalty = 1}, .max_tokens = OUT};
+    kr_gen_stats st;
+    int32_t want[OUT];
+    size_t nw = 0, ng = 0;
+    if (kr_session_create(m, tok, 0, &fresh) == KR_OK && kr_session_create(m, tok, 0, &s) == KR_OK &&
+        kr_session_generate(fresh, ids, N, &p, collect, NULL, &st) == KR_OK) {
+        const int32_t *w = kr_session_last_output(fresh, &nw);
+        memcpy(want, w, nw * sizeof *w);
+        p.alive = alive_twice;
+        kr_status r = kr_session_generate(s, ids, N, &p, collect, NULL, &st);
+        CHECK(r == KR_OK && st.finish == KR_FINISH_CANCELLED && st.generated_tokens == 0 && kr_session_kv_len(s) == 24,
+              "prefill cancelled at the third ask: status %d, finish %d, %lld generated, %lld cached (want 24)", r,
+              st.finish, (long long)st.generated_tokens, (long long)kr_session_kv_len(s));
+        p.alive = NULL;
+        r = kr_session_generate(s, ids, N, &p, collect, NULL, &st);
+        const int32_t *got = kr_session_last_output(s, &ng);
+        CHECK(r == KR_OK && st.cached_tokens == 24 && ng == nw && !memcmp(got, want, nw * sizeof *want),
+              "after the cancelled prefill: status %d, %lld cached (want 24), %zu tokens (fresh: %zu)%s", r,
+              (long long)st.cached_tokens, ng, nw, ng == nw && memcmp(got, want, nw * sizeof *want) ? ", different" : "");
+    } else {
+        CHECK(0, "sessions for the cancelled prefill: %s", kr_error());
+    }
+    kr_session_free(fresh);
+    kr_session_free(s);
+    m->prefill_chunk = 0;
 }
 
 static void check_perplexity(const char *krasis, const char *model, json_t *ex) {
@@ -155,6 +199,7 @@ int main(int argc, char **argv) {
     size_t i;
     json_t *g;
     json_array_foreach(json_object_get(ref, "greedy"), i, g) check_greedy(s, tok, g);
+    check_cancelled_prefill(m, tok);
     if (argc > 1) {
         check_perplexity(argv[1], model, json_object_get(ref, "excerpt"));
         check_cli(argv[1], model, json_array_get(json_object_get(ref, "greedy"), 0));

@@ -96,8 +96,11 @@ static bool is_eos(const kr_tokenizer *tok, int32_t id) {
     return false;
 }
 
-/* Reuses the cached prefix and runs the rest of the prompt; leaves the last position's logits. */
-static kr_status prefill(kr_session *s, const int32_t *prompt, size_t n, kr_gen_stats *st) {
+/* Reuses the cached prefix and runs the rest of the prompt; leaves the last position's logits. On the CPU
+ * the prompt goes in chunks with p->alive asked between them (*cancelled when it says no); on the GPU in
+ * one call, so that a grouped expert residency moves each expert once per prompt. */
+static kr_status prefill(kr_session *s, const int32_t *prompt, size_t n, const kr_gen_params *p, void *user,
+                         kr_gen_stats *st, bool *cancelled) {
     size_t common = 0, cached = (size_t)s->kv->len;
     while (common < cached && common < n && s->ids[common] == prompt[common])
         common++;
@@ -107,10 +110,18 @@ static kr_status prefill(kr_session *s, const int32_t *prompt, size_t n, kr_gen_
     memcpy(s->ids + common, prompt + common, (n - common) * sizeof *prompt);
     st->cached_tokens = (int64_t)common;
     double t0 = now();
-    kr_status r = kr_forward(s->model, s->kv, prompt + common, (int64_t)(n - common), false, s->logits);
+    const kr_model *m = s->model;
+    size_t step = m->gpu ? n - common : (size_t)(m->prefill_chunk > 0 ? m->prefill_chunk : KR_CPU_PREFILL_CHUNK);
+    kr_status r = KR_OK;
+    for (size_t at = common; r == KR_OK && at < n; at += step) {
+        if (at > common && p->alive && !p->alive(user)) {
+            *cancelled = true;
+            break;
+        }
+        /* kr_forward leaves the cache as it was when it fails: the chunks before stay, and match ids */
+        r = kr_forward(s->model, s->kv, prompt + at, (int64_t)(n - at < step ? n - at : step), false, s->logits);
+    }
     st->prefill_s = now() - t0;
-    if (r != KR_OK)
-        s->kv->len = (int64_t)common; /* the failed tokens are not in the cache */
     return r;
 }
 
@@ -170,10 +181,15 @@ kr_status kr_session_generate(kr_session *s, const int32_t *prompt, size_t n, co
         r = kr_detok_create(s->tok, true, &detok);
     if (r == KR_OK)
         r = kr_stop_create(p->stop, p->n_stop, &stop);
+    bool cancelled = false;
     if (r == KR_OK)
-        r = prefill(s, prompt, n, st);
+        r = prefill(s, prompt, n, p, user, st, &cancelled);
     if (r != KR_OK)
         goto done;
+    if (cancelled) {
+        st->finish = KR_FINISH_CANCELLED;
+        goto done;
+    }
 
     s->out_start = n;
     size_t len = n; /* tokens in ids: the cache plus, after sampling, the newest token */

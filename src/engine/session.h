@@ -35,6 +35,9 @@ typedef struct {
     size_t n_stop;
     bool ignore_eos;
     kr_token_fn on_token;     /* NULL: none. Receives `user` of kr_session_generate */
+    /* NULL: none. Asked (with `user`) between the prompt's chunks on the CPU, where a long prefill takes
+     * minutes: false cancels, keeping the chunks already run in the cache for the next call */
+    bool (*alive)(void *user);
     bool logprobs;            /* fill kr_token_info.logprob (else 0) */
     int top_logprobs;         /* 0..KR_MAX_TOP_LOGPROBS alternatives per token (needs logprobs) */
 } kr_gen_params;

@@ -106,13 +106,19 @@ static void on_piece(void *user, bool reasoning, const char *text, size_t len) {
     send_event(g, chunk(g, g->chat ? json_pack("{s:o}", reasoning ? "reasoning_content" : "content", s) : s, NULL));
 }
 
+/* whether the request is still wanted: its client there, the server not shutting down */
+static bool alive(void *user) {
+    const gen *g = user;
+    return !kr_job_is_cancelled(g->j) && !atomic_load(&g->e->stopping);
+}
+
 static bool on_text(void *user, const char *text, size_t len) {
     gen *g = user;
     if (g->chat)
         kr_think_push(&g->think, text, len, on_piece, g);
     else
         on_piece(g, false, text, len);
-    return !kr_job_is_cancelled(g->j) && !atomic_load(&g->e->stopping);
+    return alive(g);
 }
 
 static bool on_token(void *user, const kr_token_info *t) {
@@ -139,7 +145,7 @@ static bool on_token(void *user, const kr_token_info *t) {
             json_array_append_new(g->lp_top, top);
         }
     }
-    return !kr_job_is_cancelled(g->j) && !atomic_load(&g->e->stopping);
+    return alive(g);
 }
 
 /* Frees the engine's slot, then completes the job (a stream with its [DONE] trailer when sse_trailer): a client that sends
@@ -256,6 +262,7 @@ static void run_job(kr_engine *e, kr_job *j) {
     kr_gen_params p = r->gen;
     p.stop = (const char *const *)r->stops;
     p.on_token = on_token;
+    p.alive = alive;
     if (!r->seed_given) { /* splitmix64 of a per-server counter: every request its own stream */
         uint64_t z = (e->seed_state += 0x9E3779B97F4A7C15ull);
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
