@@ -74,8 +74,8 @@ typedef struct {
     const kr_kernels *k;
 } batch_job;
 
-/* rows [r0, r1) of n floats, stride apart, towards L2: a GQA head's slice of a row is 128 floats of a
- * 2 KB row, a stride the hardware prefetchers do not follow, so the next block is asked for by hand */
+/* rows [r0, r1) of n floats, stride apart, towards L2: the next block's rows are asked for while this one
+ * computes (measured: ~10 % on GQA at 16K before the cache became head-major, neutral to MLA) */
 static void prefetch_rows(const float *base, int64_t stride, int64_t r0, int64_t r1, int64_t n) {
     for (int64_t r = r0; r < r1; r++)
         for (int64_t i = 0; i < n; i += 16) /* one 64-byte line */
