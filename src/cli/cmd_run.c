@@ -56,8 +56,14 @@ static bool print_text(void *user, const char *text, size_t len) {
     return !interrupted;
 }
 
+/* kr_gen_params.alive: Ctrl-C stops a long prefill between its chunks too */
+static bool not_interrupted(void *user) {
+    (void)user;
+    return !interrupted;
+}
+
 static void print_stats(const kr_gen_stats *st, uint64_t seed) {
-    int64_t fresh = st->prompt_tokens - st->cached_tokens;
+    int64_t fresh = st->prefilled_tokens;
     fprintf(stderr, "\n[prompt %lld tokens (%lld cached), prefill %.1f tok/s; generated %lld tokens, decode %.1f tok/s; seed %llu%s]\n",
             (long long)st->prompt_tokens, (long long)st->cached_tokens,
             st->prefill_s > 0 ? (double)fresh / st->prefill_s : 0.0, (long long)st->generated_tokens,
@@ -135,6 +141,7 @@ int kr_cmd_run(int argc, char **argv) {
     }
     kr_gen_stats stats;
     signal(SIGINT, on_sigint);
+    o.gen.alive = not_interrupted;
     if (st == KR_OK)
         st = kr_session_generate(s, ids, n, &o.gen, print_text, NULL, &stats);
     if (st == KR_OK)
@@ -172,6 +179,7 @@ int kr_cmd_chat(int argc, char **argv) {
         return rc;
     if (!o.gen.max_tokens)
         o.gen.max_tokens = 512;
+    o.gen.alive = not_interrupted;
     kr_model *m;
     kr_tokenizer *tok;
     kr_session *s;

@@ -122,6 +122,7 @@ static kr_status prefill(kr_session *s, const int32_t *prompt, size_t n, const k
         r = kr_forward(s->model, s->kv, prompt + at, (int64_t)(n - at < step ? n - at : step), false, s->logits);
     }
     st->prefill_s = now() - t0;
+    st->prefilled_tokens = s->kv->len - (int64_t)common;
     return r;
 }
 

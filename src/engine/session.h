@@ -46,6 +46,7 @@ typedef enum { KR_FINISH_STOP, KR_FINISH_LENGTH, KR_FINISH_CANCELLED } kr_finish
 
 typedef struct {
     int64_t prompt_tokens, cached_tokens, generated_tokens;
+    int64_t prefilled_tokens; /* prompt tokens this call ran: prompt - cached, fewer when cancelled */
     double prefill_s, decode_s; /* decode_s covers generated_tokens - 1 forward passes */
     kr_finish finish;
 } kr_gen_stats;

@@ -30,12 +30,13 @@ void kr_metrics_running(kr_metrics *m, int delta) {
 
 void kr_metrics_generation(kr_metrics *m, const kr_gen_stats *st, int64_t kv_used) {
     pthread_mutex_lock(&m->mu);
-    int64_t fresh = st->prompt_tokens - st->cached_tokens;
+    int64_t fresh = st->prefilled_tokens; /* a prefill cancelled part way ran fewer than prompt - cached */
     m->completed += st->finish != KR_FINISH_CANCELLED;
     m->cancelled += st->finish == KR_FINISH_CANCELLED;
     m->prompt_tokens += (uint64_t)st->prompt_tokens;
     m->cached_tokens += (uint64_t)st->cached_tokens;
     m->generated_tokens += (uint64_t)st->generated_tokens;
+    m->prefilled_tokens += (uint64_t)fresh;
     m->prefill_s += st->prefill_s;
     m->decode_s += st->decode_s;
     if (st->prefill_s > 0)
@@ -53,7 +54,6 @@ char *kr_metrics_render(kr_metrics *m, size_t queue_depth) {
     if (!f)
         return NULL;
     pthread_mutex_lock(&m->mu);
-    uint64_t fresh = m->prompt_tokens - m->cached_tokens;
 #define C(name, help, v) fprintf(f, "# HELP krasis_" name " " help "\n# TYPE krasis_" name " counter\nkrasis_" name " %llu\n", (unsigned long long)(v))
 #define G(name, help, fmt, v) fprintf(f, "# HELP krasis_" name " " help "\n# TYPE krasis_" name " gauge\nkrasis_" name " " fmt "\n", v)
     C("requests_total", "HTTP requests answered.", m->requests);
@@ -67,7 +67,7 @@ char *kr_metrics_render(kr_metrics *m, size_t queue_depth) {
     G("prefill_tokens_per_second", "Prefill speed of the last request.", "%.3f", m->last_prefill_tps);
     G("decode_tokens_per_second", "Decode speed of the last request.", "%.3f", m->last_decode_tps);
     G("prefill_tokens_per_second_avg", "Prefill speed over the server's life.", "%.3f",
-      m->prefill_s > 0 ? (double)fresh / m->prefill_s : 0.0);
+      m->prefill_s > 0 ? (double)m->prefilled_tokens / m->prefill_s : 0.0);
     G("decode_tokens_per_second_avg", "Decode speed over the server's life.", "%.3f",
       m->decode_s > 0 ? (double)m->generated_tokens / m->decode_s : 0.0);
     G("queue_depth", "Requests waiting for the engine.", "%zu", queue_depth);

@@ -12,6 +12,7 @@ typedef struct {
     pthread_mutex_t mu;
     uint64_t requests, errors_4xx, errors_5xx, completed, cancelled;
     uint64_t prompt_tokens, cached_tokens, generated_tokens;
+    uint64_t prefilled_tokens; /* prompt tokens actually run (prefill speed's numerator) */
     double prefill_s, decode_s;          /* totals, for the averages */
     double last_prefill_tps, last_decode_tps;
     int64_t kv_used, kv_capacity, running;
