@@ -26,6 +26,21 @@ static inline double row_rel_err(const float *got, const float *want, int64_t n,
     return maxdiff / (maxref > 0 ? maxref : 1);
 }
 
+/* the largest row_rel_err over rows [rows, n] of got against want (INFINITY for a NaN), and its row */
+static inline double rows_rel_err(const float *got, const float *want, int64_t rows, int64_t n, int *worst_row) {
+    double worst = 0;
+    *worst_row = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t ag, aw;
+        double e = row_rel_err(got + r * n, want + r * n, n, &ag, &aw);
+        if (e > worst || isnan(e)) {
+            worst = isnan(e) ? INFINITY : e;
+            *worst_row = (int)r;
+        }
+    }
+    return worst;
+}
+
 /* Up to cap token ids from the integer array ref[key]; returns how many. */
 static inline int read_ids(json_t *ref, const char *key, int32_t *ids, int cap) {
     json_t *a = json_object_get(ref, key);

@@ -58,16 +58,8 @@ static void pp_vs_one(const char *path, const int32_t *prompt, int np, const int
         CHECK(s == KR_OK, "%s: one stage: %s", path, kr_error());
         kr_status t = run_logits(b, prompt, np, dec, nd, lb);
         CHECK(t == KR_OK, "%s: %d stages: %s", path, stages, kr_error());
-        double worst = 0;
         int worst_row = 0;
-        for (int64_t r = 0; s == KR_OK && t == KR_OK && r < rows; r++) {
-            int64_t ga, gb;
-            double e = row_rel_err(lb + r * V, la + r * V, V, &gb, &ga);
-            if (e > worst || isnan(e)) {
-                worst = isnan(e) ? INFINITY : e;
-                worst_row = (int)r;
-            }
-        }
+        double worst = s == KR_OK && t == KR_OK ? rows_rel_err(lb, la, rows, V, &worst_row) : 0;
         double tol = strcmp(mode, "cpu") ? PP_TOL_GPU_EXPERTS : PP_TOL;
         CHECK(worst <= tol, "%s, experts %s (INT%d), %d stages%s: row %d's largest difference is %.3g of its "
               "largest logit (max %g)", path, mode, expert_bits, stages, bounce ? " through host memory" : "",

@@ -52,12 +52,8 @@ static void check_model(const char *rel, bool fail_growth) {
     CHECK(s == KR_OK, "%s: %s", rel, kr_error());
     CHECK(s != KR_OK || b->cap == 256, "%s: cache capacity %lld after 150 tokens (want 256: two growths)", rel,
           (long long)b->cap);
-    double worst = 0;
-    for (int r = 0; s == KR_OK && r < NP; r++) {
-        int64_t ga, gb;
-        double e = row_rel_err(parts + (int64_t)r * V, one + (int64_t)r * V, V, &gb, &ga);
-        worst = e > worst || e != e ? e : worst;
-    }
+    int row;
+    double worst = s == KR_OK ? rows_rel_err(parts, one, NP, V, &row) : 0;
     CHECK(s != KR_OK || worst <= 1e-5, "%s: prompt in 3 forwards vs 1: largest difference %.3g of the row's largest "
           "logit", rel, worst);
     printf("%s: 3 forwards vs 1%s, largest relative difference %.3g\n", rel,
@@ -98,21 +94,18 @@ static void check_chunks(const char *rel) {
         s = kr_forward(c, kc, ids, NP, false, last);
     }
     CHECK(s == KR_OK, "%s, chunks: %s", rel, kr_error());
-    double worst = 0;
-    for (int r = 0; s == KR_OK && r <= NP; r++) {
-        int64_t ga, gb;
-        const float *got = r < NP ? lc + (int64_t)r * V : last, *want = la + (int64_t)(r < NP ? r : NP - 1) * V;
-        double e = row_rel_err(got, want, V, &gb, &ga);
-        worst = e > worst || e != e ? e : worst;
-    }
+    int row;
+    double worst = s == KR_OK ? fmax(rows_rel_err(lc, la, NP, V, &row), /* and the last-only run's row */
+                                     rows_rel_err(last, la + (int64_t)(NP - 1) * V, 1, V, &row))
+                              : 0;
     CHECK(s != KR_OK || (worst <= 1e-5 && kc->len == NP), "%s: 150 tokens in chunks of 16 vs one pass: largest "
           "difference %.3g, cache length %lld", rel, worst, (long long)kc->len);
     /* it did run in chunks: the residual stream's scratch holds 16 positions, the one-pass model's 150 */
-    size_t row = (size_t)c->hp.hidden * sizeof(float);
-    CHECK(c->scratch.cap[KR_SLOT_X] >= 16 * row && c->scratch.cap[KR_SLOT_X] < 32 * row &&
-              a->scratch.cap[KR_SLOT_X] >= NP * row,
+    size_t row_bytes = (size_t)c->hp.hidden * sizeof(float);
+    CHECK(c->scratch.cap[KR_SLOT_X] >= 16 * row_bytes && c->scratch.cap[KR_SLOT_X] < 32 * row_bytes &&
+              a->scratch.cap[KR_SLOT_X] >= NP * row_bytes,
           "%s: residual scratch %zu bytes chunked, %zu in one pass (rows of %zu)", rel, c->scratch.cap[KR_SLOT_X],
-          a->scratch.cap[KR_SLOT_X], row);
+          a->scratch.cap[KR_SLOT_X], row_bytes);
     kr_kv_cache_free(ka);
     kr_kv_cache_free(kc);
     free(la);
