@@ -4,18 +4,12 @@
 #define KR_TEST_CUDA_H
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_exit_check.h"
 #include "base/fp.h"
 #include "test.h"
 
 /* a failed krasis CUDA call ends the test: what follows would read garbage */
-#define CK(expr)                                                                                 \
-    do {                                                                                         \
-        kr_status ck_s_ = (expr);                                                                \
-        if (ck_s_ != KR_OK) {                                                                    \
-            fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #expr, kr_error());    \
-            exit(1);                                                                             \
-        }                                                                                        \
-    } while (0)
+#define CK(expr) KR(expr)
 
 static inline void cuda_test_require_device(const char *name) {
     if (kr_cuda_device_count() == 0) {

@@ -25,24 +25,12 @@
 
 #include "backend/cuda/vram_plan.h"
 #include "cli_run.h"
+#include "config_load.h"
 #include "test.h"
 
 static const int64_t GiB = 1LL << 30;
 static const int64_t C_LAYER = 143672320LL + 34603008LL, F_STAGE = 514409984LL + 536870912LL,
                      X_LAST = 1244659712LL + 8192LL, ROUTED = 1283457024LL;
-
-static kr_hparams load(const char *rel) {
-    char p[1024];
-    json_t *j = json_load_file(test_path(rel, p, sizeof p), 0, NULL);
-    kr_hparams hp;
-    memset(&hp, 0, sizeof hp);
-    if (!j || kr_hparams_from_json(j, p, &hp) != KR_OK) {
-        fprintf(stderr, "cannot load %s: %s\n", p, kr_error());
-        exit(1);
-    }
-    json_decref(j);
-    return hp;
-}
 
 static kr_vram_request request(void) {
     kr_vram_request rq;
@@ -125,7 +113,7 @@ static void expect_split(const kr_pp_plan *p, const int *cuts, const char *what)
 }
 
 int main(int argc, char **argv) {
-    kr_hparams hp = load("configs/Qwen3-235B-A22B.json");
+    kr_hparams hp = load_config("configs/Qwen3-235B-A22B.json");
     kr_vram_request rq = request();
     kr_pp_plan p;
     int64_t v16[4] = {16 * GiB, 16 * GiB, 16 * GiB, 16 * GiB}, v24[4] = {24 * GiB, 24 * GiB, 24 * GiB, 24 * GiB};
@@ -196,7 +184,7 @@ int main(int argc, char **argv) {
     CHECK(kr_pp_plan_make(&hp, &rq, 17, v16, &p) == KR_ERR_ARG && strstr(kr_error(), "--pp 17"),
           "more stages than the most: %s", kr_error());
     kr_hparams_free(&hp);
-    kr_hparams demo = load("models/tiny-moe/config.json"); /* 6 layers */
+    kr_hparams demo = load_config("models/tiny-moe/config.json"); /* 6 layers */
     int64_t v1[8] = {GiB, GiB, GiB, GiB, GiB, GiB, GiB, GiB};
     CHECK(kr_pp_plan_make(&demo, &rq, 7, v1, &p) == KR_ERR_ARG && strstr(kr_error(), "only 6 layers"),
           "more stages than layers: %s", kr_error());
@@ -208,7 +196,7 @@ int main(int argc, char **argv) {
     kr_hparams_free(&demo);
 
     /* the experts balanced too when they all fit: Qwen3-30B-A3B (48 layers of ~0.16 GB INT4 experts) */
-    kr_hparams q3 = load("configs/Qwen3-30B-A3B.json");
+    kr_hparams q3 = load_config("configs/Qwen3-30B-A3B.json");
     CHECK(kr_pp_plan_make(&q3, &rq, 2, v16, &p) == KR_OK, "30B --pp 2 16G: %s", kr_error());
     CHECK(p.experts_balanced && p.stage[0].expert_layers_resident == p.stage[0].moe_layers &&
               p.stage[1].expert_layers_resident == p.stage[1].moe_layers && strstr(p.stage[1].expert_mode, "persistent"),

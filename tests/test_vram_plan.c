@@ -5,20 +5,8 @@
 
 #include "backend/cuda/vram_plan.h"
 #include "cli_run.h"
+#include "config_load.h"
 #include "test.h"
-
-static kr_hparams load(const char *rel) {
-    char p[1024];
-    json_t *j = json_load_file(test_path(rel, p, sizeof p), 0, NULL);
-    kr_hparams hp;
-    memset(&hp, 0, sizeof hp);
-    if (!j || kr_hparams_from_json(j, p, &hp) != KR_OK) {
-        fprintf(stderr, "cannot load %s: %s\n", p, kr_error());
-        exit(1);
-    }
-    json_decref(j);
-    return hp;
-}
 
 static kr_vram_request request(int64_t gib, int fp8) {
     kr_vram_request rq;
@@ -40,7 +28,7 @@ static void invariant(const kr_vram_plan *p, const kr_vram_request *rq, const ch
 
 int main(int argc, char **argv) {
     /* Qwen3-30B-A3B: GQA 32 x 128 query, 4 x 128 kv, hidden 2048, 48 layers, 128 experts of 768 */
-    kr_hparams q3 = load("configs/Qwen3-30B-A3B.json");
+    kr_hparams q3 = load_config("configs/Qwen3-30B-A3B.json");
     kr_vram_request rq = request(16, 1);
     kr_vram_plan p;
     CHECK(kr_vram_plan_make(&q3, &rq, &p) == KR_OK, "qwen3 in 16 GiB: %s", kr_error());
@@ -62,7 +50,7 @@ int main(int argc, char **argv) {
     kr_hparams_free(&q3);
 
     /* DeepSeek-V2-Lite: MLA latent 512 + 64 rope per layer and token */
-    kr_hparams ds = load("configs/DeepSeek-V2-Lite.json");
+    kr_hparams ds = load_config("configs/DeepSeek-V2-Lite.json");
     rq = request(24, 0);
     CHECK(kr_vram_plan_make(&ds, &rq, &p) == KR_OK, "dsv2-lite in 24 GiB: %s", kr_error());
     CHECK(p.kv_per_token == 27 * 576 * 2, "MLA bf16 KV %lld bytes/token", (long long)p.kv_per_token);
@@ -80,7 +68,7 @@ int main(int argc, char **argv) {
     kr_hparams_free(&ds);
 
     /* DeepSeek-V3 does not fit 16 GiB even without its experts */
-    kr_hparams v3 = load("configs/DeepSeek-V3.json");
+    kr_hparams v3 = load_config("configs/DeepSeek-V3.json");
     rq = request(16, 1);
     CHECK(kr_vram_plan_make(&v3, &rq, &p) == KR_ERR_ARG, "deepseek-v3 in 16 GiB is refused");
     CHECK(strstr(kr_error(), "nothing fits in 16.00 GiB") && strstr(kr_error(), "non-expert weights"),

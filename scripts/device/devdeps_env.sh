@@ -44,6 +44,15 @@ krasis_device_build() {
     cmake --build build-device -j"$(nproc)" --target "$@"
 }
 
+# krasis_device_init: the opening of a device script run from the repository root: $OUT (default
+# ./device-out) exists, nvcc is on PATH, the failed-step count ($failed, see krasis_step) is 0.
+krasis_device_init() {
+  OUT=${OUT:-$PWD/device-out}
+  mkdir -p "$OUT"
+  export PATH=/usr/local/cuda/bin:$PATH
+  failed=0
+}
+
 # krasis_step NAME LOG COMMAND...: runs COMMAND with its output in $OUT/LOG, counts a failure in $failed
 # and prints one line with the exit status and the seconds taken.
 krasis_step() {

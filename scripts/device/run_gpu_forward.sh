@@ -12,11 +12,8 @@
 # Logs go to $OUT (or ./device-out); the exit status is the number of failed steps.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$PWD/device-out}
-mkdir -p "$OUT"
 . scripts/device/devdeps_env.sh
-export PATH=/usr/local/cuda/bin:$PATH
-failed=0
+krasis_device_init
 krasis_step build build.log krasis_device_build krasis test_gpu_forward test_gpu_pp test_cuda_ops test_cuda_gemm \
   test_cuda_router test_cuda_attention test_moe_gpu test_moe_residency
 krasis_step "test_gpu_forward" gpu_forward.log build-device/tests/test_gpu_forward

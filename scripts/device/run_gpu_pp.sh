@@ -10,11 +10,8 @@
 # Logs go to $OUT (or ./device-out); the exit status is the number of failed steps.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$PWD/device-out}
-mkdir -p "$OUT"
 . scripts/device/devdeps_env.sh
-export PATH=/usr/local/cuda/bin:$PATH
-failed=0
+krasis_device_init
 krasis_step build build.log krasis_device_build krasis test_gpu_pp
 krasis_step "test_gpu_pp" gpu_pp.log build-device/tests/test_gpu_pp
 grep -E "check failed|checks,|SKIP|largest relative|pipeline stage" -A1 "$OUT/gpu_pp.log" | head -60

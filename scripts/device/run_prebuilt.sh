@@ -4,14 +4,12 @@
 # short, each under its own time limit. Logs go to $OUT; the exit status is the number of failed tests.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$PWD/device-out}
-mkdir -p "$OUT"
 . scripts/device/devdeps_env.sh
+krasis_device_init
 krasis_devdeps_unpack || exit 1
 export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
 ln -sfn "$PWD" /tmp/krsrc # the source path compiled into the tests
 nvidia-smi -L | head -2
-failed=0
 krasis_step "test_cuda_gemm (GEMV and cuBLASLt)" cuda_gemm.log timeout 30 build-shot/tests/test_cuda_gemm --quick
 grep -E "checks,|check failed" "$OUT/cuda_gemm.log" | head -8
 krasis_step "test_gpu_forward" gpu_forward.log timeout 90 build-shot/tests/test_gpu_forward
